@@ -1,0 +1,36 @@
+"""kvmrt-validate-config: check the config against SPEC 4 on this host."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.validate import validate
+
+
+@common.command
+@common.file_option
+@common.all_option
+@common.json_option
+@common.vms_argument
+def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str, ...]) -> None:
+    """Validate each VM of the config and the combination of VMs.
+
+    Prints one line per problem, FILE:LINE: error|warning: VM: attribute:
+    message, then a summary. Exits 1 when there is any error, else 0.
+    """
+    config = common.load(path)
+    found = validate(config, common.host(), include_disabled=include_disabled, names=vms)
+    errors = sum(d.is_error for d in found)
+    warnings = len(found) - errors
+    if as_json:
+        common.print_json({"errors": errors, "warnings": warnings,
+                           "diagnostics": [d.as_json() for d in found]})
+    else:
+        for d in found:
+            click.echo(d.format())
+        click.echo(f"{config.path}: {errors} error{'s' * (errors != 1)}, "
+                   f"{warnings} warning{'s' * (warnings != 1)}")
+    sys.exit(1 if errors else 0)

@@ -1,0 +1,420 @@
+"""The text layer of the kvmrt configuration file: INI syntax, no meaning.
+
+SYNTAX
+
+The file is UTF-8 text (a leading byte-order mark is ignored); lines end
+with LF, a CR before it is ignored.
+
+* A *section header* is a line that starts with ``[`` in the first column
+  and ends with ``]`` (trailing whitespace allowed, nothing else). The name
+  is the text between the outer brackets without surrounding whitespace.
+* An *entry* is a line ``key = value`` that starts in the first column. The
+  first ``=`` separates key and value (``:`` does not); whitespace around
+  both is removed. The value may be empty, the key may not. Keys are kept as
+  written: letter case matters. An entry belongs to the section above it.
+* A value continues on the following lines that are indented with spaces
+  or a TAB. Each *continuation line* is stripped and added to the value
+  after a line break; blank lines between continuation lines are kept as
+  empty lines of the value, blank lines at its end are dropped. The first
+  line that is neither indented nor blank ends the value. An indented line
+  starting with ``#`` or ``;`` is part of the value.
+* A *comment* is a line whose first character is ``#`` or ``;``; it ends
+  the value before it. There are no inline comments: ``#`` or ``;`` after
+  other text is part of the value.
+* Blank lines outside of values are ignored.
+
+Each error is reported with its line, and reading goes on after it, so that
+all errors are reported at once: a repeated section header (naming the line
+of the first; entries under the repeat are not used); a key repeated within
+a section (the first is used); an entry before the first section header; an
+empty key (``= value``); a malformed header (``[abc``, ``[abc] x``, ``[]``;
+entries under it are not used); an indented line with no entry before it,
+once per block (an indented line right after a comment is one); any other
+line (``key: value``).
+
+CANONICAL FORM
+
+kvmrt writes ``[name]``, then ``key = value`` per entry in order (``key =``
+when empty), further lines of a value indented by four spaces (an empty
+value line as an empty line), one blank line between sections and a line
+break at the end. Comments of a hand-written file are not kept.
+
+WRITING AND LOCKING
+
+:func:`write_atomic` writes ``.NAME.XXXXXXXX`` beside the file and renames
+it over the file: readers see the old or the new file, never a mix. A
+symbolic link is followed and survives; mode and owner are kept (a new file
+gets 0644). :func:`locked` serialises read-modify-write cycles with
+``flock`` on ``.NAME.lock`` beside the file (mode 0600, left in place,
+holding the pid of the last holder).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import tempfile
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from kvmrt.errors import ConfigFileError, IniFormatError
+
+_INDENT = (" ", "\t")
+_COMMENT = ("#", ";")
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: str
+    line: int  # 1-based line of the ``key = value`` line
+
+
+@dataclass
+class Section:
+    name: str
+    line: int  # 1-based line of the header
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    message: str
+
+
+@dataclass
+class _Value:
+    """The entry being read. ``target`` None: read, but not used."""
+
+    key: str
+    line: int
+    lines: list[str]
+    target: Section | None
+    blanks: int = 0
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.problems: list[Problem] = []
+        self.first_line: dict[str, int] = {}
+        self.section: Section | None = None  # may be one that is not used
+        self.value: _Value | None = None
+
+    def feed(self, number: int, line: str) -> None:
+        if not line.strip():
+            if self.value is not None:
+                self.value.blanks += 1
+        elif line[0] in _INDENT:
+            self._continuation(number, line.strip())
+        else:
+            self.end_value()
+            if line[0] == "[":
+                self._header(number, line.rstrip())
+            elif "=" in line:
+                self._entry(number, line)
+            elif line[0] not in _COMMENT:
+                self._problem(number, "expected '[section]', 'key = value' or a "
+                              f"comment, got {line.strip()!r}")
+
+    def end_value(self) -> None:
+        value, self.value = self.value, None
+        if value is not None and value.target is not None:
+            text = "\n".join(value.lines)
+            value.target.entries.append(Entry(value.key, text, value.line))
+
+    def _problem(self, number: int, message: str) -> None:
+        self.problems.append(Problem(number, message))
+
+    def _continuation(self, number: int, text: str) -> None:
+        if self.value is None:
+            self._problem(number, "indented line with no entry before it "
+                          "(headers and keys start in the first column)")
+            self.value = _Value("", number, [], target=None)
+        value = self.value
+        value.lines.extend([""] * value.blanks)
+        value.blanks = 0
+        value.lines.append(text)
+
+    def _header(self, number: int, text: str) -> None:
+        closed = text.endswith("]")
+        name = (text[1:-1] if closed else text[1:]).strip()
+        self.section = Section(name, number, [])
+        if not closed:
+            self._problem(number, f"malformed section header {text!r}: "
+                          "it must end with ']'")
+        elif not name:
+            self._problem(number, "empty section name '[]'")
+        elif name in self.first_line:
+            self._problem(number, f"duplicate section [{name}] "
+                          f"(first at line {self.first_line[name]})")
+        else:
+            self.first_line[name] = number
+            self.sections.append(self.section)
+
+    def _entry(self, number: int, line: str) -> None:
+        key, _, rest = line.partition("=")
+        key = key.strip()
+        self.value = _Value(key, number, [rest.strip()], self._target(number, key))
+
+    def _target(self, number: int, key: str) -> Section | None:
+        """The section a new entry goes to, or None after reporting why not."""
+        if not key:
+            self._problem(number, "missing key before '='")
+            return None
+        if self.section is None:
+            self._problem(number, f"key {key!r} before the first section header")
+            return None
+        first = next((e.line for e in self.section.entries if e.key == key), None)
+        if first is not None:
+            self._problem(number, f"duplicate key {key!r} in section "
+                          f"[{self.section.name}] (first at line {first})")
+            return None
+        return self.section
+
+
+def parse(text: str) -> tuple[list[Section], list[Problem]]:
+    """Split config text into sections and entries; never raises.
+
+    The sections returned have unique names and each has unique keys;
+    everything that is wrong is in the problems, in line order.
+    """
+    parser = _Parser()
+    for number, line in enumerate(text.split("\n"), 1):
+        parser.feed(number, line)
+    parser.end_value()
+    return parser.sections, parser.problems
+
+
+def _fault(kind: str, text: str, seen: set[str]) -> str | None:
+    if not text:
+        return "is empty"
+    if "\n" in text:
+        return "contains a line break"
+    if text != text.strip():
+        return "has leading or trailing whitespace"
+    if kind == "key" and "=" in text:
+        return "contains '='"
+    if kind == "key" and text[0] in "#;[":
+        return "starts with '#', ';' or '['"
+    return f"is a duplicate {kind}" if text in seen else None
+
+
+def _check(kind: str, text: str, seen: set[str]) -> None:
+    """Raise IniFormatError unless a name or key would parse back as is."""
+    fault = _fault(kind, text, seen)
+    if fault:
+        raise IniFormatError(kind, text, fault)
+    seen.add(text)
+
+
+def _entry_lines(key: str, value: str) -> list[str]:
+    lines = value.split("\n")
+    if any(line != line.strip() for line in lines):
+        raise IniFormatError("value", value, "a line has leading or trailing whitespace")
+    if len(lines) > 1 and not lines[-1]:
+        raise IniFormatError("value", value, "it ends with an empty line")
+    first = f"{key} = {lines[0]}" if lines[0] else f"{key} ="
+    return [first] + [f"    {line}" if line else "" for line in lines[1:]]
+
+
+def format(sections: Iterable[tuple[str, Iterable[tuple[str, str]]]]) -> str:
+    """Write sections in the canonical form; ``parse(format(x))`` gives x.
+
+    Raises IniFormatError for a name, key or value that would not read back
+    unchanged (empty or duplicate names and keys, line breaks in names and
+    keys, surrounding whitespace, a value ending with an empty line).
+    """
+    blocks: list[str] = []
+    names: set[str] = set()
+    for name, entries in sections:
+        _check("section name", name, names)
+        lines = [f"[{name}]"]
+        keys: set[str] = set()
+        for key, value in entries:
+            _check("key", key, keys)
+            lines.extend(_entry_lines(key, value))
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+_REASONS = {
+    FileNotFoundError: "no such file",
+    IsADirectoryError: "is a directory",
+    NotADirectoryError: "a component of the path is not a directory",
+    PermissionError: "permission denied",
+}
+
+
+def _reason(exc: OSError) -> str:
+    for kind, reason in _REASONS.items():
+        if isinstance(exc, kind):
+            return reason
+    return (exc.strerror or str(exc)).lower()
+
+
+def _require_regular(name: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise ConfigFileError(name, "is a directory")
+    if not stat.S_ISREG(mode):
+        raise ConfigFileError(name, "not a regular file")
+
+
+def _read_regular(path: str | os.PathLike, name: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _require_regular(name, os.fstat(fd).st_mode)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_config(path: str | os.PathLike) -> str:
+    """The text of the config file; ConfigFileError if it is not readable text."""
+    name = os.fsdecode(path)
+    try:
+        data = _read_regular(path, name)
+    except OSError as exc:
+        raise ConfigFileError(name, _reason(exc)) from exc
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ConfigFileError(name, f"not a text file (NUL byte at offset {nul}, line {line})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigFileError(
+            name, f"not a text file (invalid UTF-8 at offset {exc.start}, line {line})"
+        ) from exc
+    return text.removeprefix("\ufeff")
+
+
+def _existing_meta(name: str, target: str) -> tuple[int, int, int]:
+    """Mode, uid and gid for the new file: the existing file's, or 0644."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return 0o644, -1, -1
+    except OSError as exc:
+        raise ConfigFileError(name, _reason(exc)) from exc
+    _require_regular(name, st.st_mode)
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+
+
+def _fill(fd: int, data: bytes, meta: tuple[int, int, int]) -> None:
+    """Write, set owner and mode, fsync, close."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        mode, uid, gid = meta
+        st = os.fstat(fd)
+        if (uid, gid) != (-1, -1) and (uid, gid) != (st.st_uid, st.st_gid):
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)  # after fchown, which may clear set-id bits
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(name: str, directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ConfigFileError(
+            name, f"replaced, but syncing directory {directory} failed: {_reason(exc)}"
+        ) from exc
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace the file's content with ``text`` (UTF-8) in one step.
+
+    On failure the original file is untouched, no temporary file is left,
+    and ConfigFileError is raised.
+    """
+    name = os.fsdecode(path)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigFileError(name, f"text cannot be written as UTF-8 ({exc.reason} "
+                              f"at character {exc.start})") from exc
+    target = os.path.realpath(path)
+    directory, base = os.path.split(target)
+    meta = _existing_meta(name, target)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{base}.", dir=directory)
+    except OSError as exc:
+        raise ConfigFileError(name, f"cannot create a temporary file in "
+                              f"{directory}: {_reason(exc)}") from exc
+    try:
+        _fill(fd, data, meta)
+        os.replace(temp, target)
+    except BaseException as exc:
+        with suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise ConfigFileError(name, f"cannot write {temp}: {_reason(exc)}") from exc
+        raise
+    _sync_directory(name, directory)
+
+
+def _holder(fd: int) -> str:
+    pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _acquire(name: str, fd: int, timeout: float | None) -> None:
+    if timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise ConfigFileError(
+                    name, f"locked by another kvmrt process{_holder(fd)}") from None
+            time.sleep(0.05)
+
+
+@contextmanager
+def locked(path: str | os.PathLike, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of the config file.
+
+    Waits for a lock held by another process; with ``timeout`` (seconds,
+    0 = try once) raises ConfigFileError "locked by another kvmrt process"
+    instead. The lock file is not inherited by child processes.
+    """
+    name = os.fsdecode(path)
+    directory, base = os.path.split(os.path.realpath(path))
+    lock_path = os.path.join(directory, f".{base}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(lock_path, flags, 0o600)
+    except OSError as exc:
+        raise ConfigFileError(name, f"cannot open lock file {lock_path}: "
+                              f"{_reason(exc)}") from exc
+    try:
+        try:
+            _acquire(name, fd, timeout)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise ConfigFileError(name, f"cannot lock {lock_path}: {_reason(exc)}") from exc
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,214 @@
+"""The set types of the config file (SPEC 1.1): ID-set, CPUSET and PCISET.
+
+Each is a value type with a parser and a canonical formatter, so that
+``str(X.parse(s))`` is stable and ``X.parse(str(x)) == x``. Strings exist
+only at this edge; the rest of kvmrt works with ``frozenset[int]`` and
+:class:`PciAddress`.
+
+A CPUSET is parsed in two steps. :meth:`CpuSpec.parse` checks the syntax
+and needs no host; :meth:`CpuSpec.resolve` turns the prefixed elements
+(``nN`` node, ``cN`` core, ``dN`` die, ``pN`` package) and a leading ``~``
+into CPUs of a given host topology.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+from kvmrt.errors import SetSyntaxError, UnknownHostObject
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kvmrt.host.model import Topology
+
+_INT = re.compile(r"\d+\Z")
+
+
+def format_ids(ids: Iterable[int], prefix: str = "") -> str:
+    """Compress sorted ids into ranges: ``0,2,4-7`` (``n0,n2-3`` with a prefix)."""
+    out: list[str] = []
+    run: list[int] = []
+    for i in sorted(set(ids)):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(_run(run, prefix))
+        run = [i]
+    if run:
+        out.append(_run(run, prefix))
+    return ",".join(out)
+
+
+def _run(run: list[int], prefix: str) -> str:
+    if len(run) == 1:
+        return f"{prefix}{run[0]}"
+    return f"{prefix}{run[0]}-{run[-1]}"
+
+
+def _parse_int(token: str, element: str) -> int:
+    if not _INT.match(token):
+        raise SetSyntaxError(element, "not a non-negative integer" if token else "empty element")
+    return int(token)
+
+
+def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]:
+    """Parse ``A``, ``A-B``, ``xA`` or ``xA-B``/``xA-xB``; return (prefix, lo, hi)."""
+    prefix = ""
+    body = element
+    if body[:1] in prefix_letters and body[:1] != "":
+        prefix, body = body[0], body[1:]
+    lo_s, dash, hi_s = body.partition("-")
+    if dash and hi_s[:1].isalpha():
+        if hi_s[0] != prefix:
+            raise SetSyntaxError(element, "a range must not mix prefixes")
+        hi_s = hi_s[1:]
+    lo = _parse_int(lo_s.strip(), element)
+    hi = _parse_int(hi_s.strip(), element) if dash else lo
+    if hi < lo:
+        raise SetSyntaxError(element, f"range end {hi} is below its start {lo}")
+    return prefix, lo, hi
+
+
+class IdSet(frozenset):
+    """A set of non-negative integers written ``0,2,4-7``; empty is allowed."""
+
+    @classmethod
+    def parse(cls, text: str) -> "IdSet":
+        ids: set[int] = set()
+        text = text.strip()
+        if not text:
+            return cls()
+        for raw in text.split(","):
+            element = raw.strip()
+            if not element:
+                raise SetSyntaxError(raw, "empty element (stray comma?)")
+            _, lo, hi = _parse_range(element)
+            ids.update(range(lo, hi + 1))
+        return cls(ids)
+
+    def __str__(self) -> str:
+        return format_ids(self)
+
+    def __repr__(self) -> str:
+        return f"IdSet({str(self)!r})"
+
+
+# Prefix letters and the topology group each names, in canonical order.
+PREFIXES = {"p": "package", "d": "die", "n": "node", "c": "core"}
+
+
+@dataclass(frozen=True)
+class CpuSpec:
+    """A parsed CPUSET: plain CPUs, prefixed groups, and a complement flag.
+
+    ``groups`` maps a prefix letter ('' for plain CPUs) to the ids it names.
+    """
+
+    groups: tuple[tuple[str, frozenset[int]], ...] = ()
+    complement: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> "CpuSpec":
+        text = text.strip()
+        complement = text.startswith("~")
+        if complement:
+            text = text[1:].strip()
+            if not text:
+                raise SetSyntaxError("~", "complement of nothing")
+        found: dict[str, set[int]] = {}
+        if text:
+            for raw in text.split(","):
+                element = raw.strip()
+                if not element:
+                    raise SetSyntaxError(raw, "empty element (stray comma?)")
+                if element[0].isalpha() and element[0] not in PREFIXES:
+                    raise SetSyntaxError(
+                        element, "unknown prefix (use n=node, c=core, d=die, p=package)"
+                    )
+                prefix, lo, hi = _parse_range(element, "".join(PREFIXES))
+                found.setdefault(prefix, set()).update(range(lo, hi + 1))
+        order = ["", *PREFIXES]
+        groups = tuple((p, frozenset(found[p])) for p in order if p in found)
+        return cls(groups, complement)
+
+    @classmethod
+    def of_cpus(cls, cpus: Iterable[int]) -> "CpuSpec":
+        cpus = frozenset(cpus)
+        return cls((("", cpus),) if cpus else ())
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.complement
+
+    def __str__(self) -> str:
+        body = ",".join(format_ids(ids, prefix) for prefix, ids in self.groups)
+        return f"~{body}" if self.complement else body
+
+    def resolve(self, topology: "Topology") -> frozenset[int]:
+        """The host CPUs this spec names.
+
+        Raises :class:`UnknownHostObject` for the first element that names
+        something the host does not have.
+        """
+        cpus: set[int] = set()
+        for prefix, ids in self.groups:
+            if prefix == "":
+                table = {c: frozenset({c}) for c in topology.all_cpus}
+                kind = "CPU"
+            else:
+                kind = PREFIXES[prefix]
+                table = topology.group(kind)
+                kind = "NUMA node" if kind == "node" else kind
+            missing = sorted(ids - table.keys())
+            if missing:
+                raise UnknownHostObject(kind, missing[0], format_ids(table))
+            for i in ids:
+                cpus |= table[i]
+        if self.complement:
+            return topology.all_cpus - cpus
+        return frozenset(cpus)
+
+
+_PCI = re.compile(
+    r"(?P<domain>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2}):"
+    r"(?P<device>[0-9a-fA-F]{2})\.(?P<function>[0-7])\Z"
+)
+
+
+@dataclass(frozen=True, order=True)
+class PciAddress:
+    """A full PCI address ``domain:bus:device.function``."""
+
+    domain: int
+    bus: int
+    device: int
+    function: int
+
+    @classmethod
+    def parse(cls, text: str) -> "PciAddress":
+        m = _PCI.match(text.strip())
+        if not m:
+            raise SetSyntaxError(text, "not a PCI address of the form 0000:21:00.0")
+        device = int(m["device"], 16)
+        if device > 0x1F:
+            raise SetSyntaxError(text, "PCI device number above 1f")
+        return cls(int(m["domain"], 16), int(m["bus"], 16), device, int(m["function"]))
+
+    def __str__(self) -> str:
+        return f"{self.domain:04x}:{self.bus:02x}:{self.device:02x}.{self.function:x}"
+
+
+class PciSet(tuple):
+    """Space-separated PCI addresses, kept sorted and without duplicates."""
+
+    @classmethod
+    def parse(cls, text: str) -> "PciSet":
+        return cls(sorted({PciAddress.parse(t) for t in text.split()}))
+
+    def __new__(cls, addresses: Iterable[PciAddress] = ()) -> "PciSet":
+        return super().__new__(cls, sorted(set(addresses)))
+
+    def __str__(self) -> str:
+        return " ".join(str(a) for a in self)

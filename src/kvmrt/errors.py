@@ -1,0 +1,68 @@
+"""The one error hierarchy of kvmrt.
+
+Library code raises these with structured fields; only the command layer
+turns them into text and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class KvmrtError(Exception):
+    """Base of every error kvmrt raises on purpose."""
+
+
+class SetSyntaxError(KvmrtError, ValueError):
+    """A CPUSET, ID-set or PCISET value that does not parse.
+
+    ``element`` is the offending element exactly as written, so that the
+    message can point at it.
+    """
+
+    def __init__(self, element: str, reason: str) -> None:
+        self.element = element
+        self.reason = reason
+        super().__init__(f"{element!r}: {reason}" if element else reason)
+
+
+class UnknownHostObject(KvmrtError, LookupError):
+    """A CPUSET element names a CPU, core, die, node or package the host lacks."""
+
+    def __init__(self, kind: str, ident: int, available: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        self.available = available
+        super().__init__(
+            f"{kind} {ident} does not exist (host has {kind}s {available or 'none'})"
+        )
+
+
+class ConfigFileError(KvmrtError):
+    """The config file cannot be read or written at all (missing, a directory,
+    unreadable, not text). ``path`` names it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class HostReadError(KvmrtError):
+    """The host root cannot be read (for example no sysfs below it)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class IniFormatError(KvmrtError, ValueError):
+    """A section name, key or value that cannot be written to the config
+    file so that it reads back unchanged (a line break in a key, leading
+    whitespace, a duplicate key...). ``kind`` says which, ``text`` is the
+    offending text exactly as given."""
+
+    def __init__(self, kind: str, text: str, reason: str) -> None:
+        self.kind = kind
+        self.text = text
+        self.reason = reason
+        super().__init__(f"cannot write {kind} {text!r}: {reason}")

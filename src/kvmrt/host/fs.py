@@ -1,0 +1,172 @@
+"""The one gateway from kvmrt to the machine's sysfs and procfs.
+
+Every read and write of host state goes through a :class:`HostFS` created
+with a root directory. Callers name files by kernel-relative paths such as
+``"sys/devices/system/cpu/online"``; the root decides which tree those paths
+land in: ``/`` on a real host, a generated tree in tests, a recorded tree when
+debugging someone else's machine (``KVMRT_FSROOT``, like hwloc's
+``HWLOC_FSROOT``).
+
+Kernel files end in a newline and some are legitimately absent (``cpu0`` has
+no ``online`` file on most x86 machines, an unbound PCI device has no
+``driver`` link), so reads take an optional ``default`` for "absent".
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TypeVar
+
+from kvmrt.config.sets import IdSet
+from kvmrt.errors import HostReadError, SetSyntaxError
+
+FSROOT_ENV = "KVMRT_FSROOT"
+
+T = TypeVar("T")
+
+
+class _Absent:
+    """Marker for "no default given": absence is then an error."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    """Parse a kernel cpulist (``"0-3,8,10-11\\n"``, or empty) into CPU ids.
+
+    The kernel prints these with ``%*pbl``: comma-separated ids and ranges,
+    a trailing newline, and an empty line for the empty set.
+    """
+    return frozenset(IdSet.parse(text))
+
+
+class HostFS:
+    """Reads and writes below one root directory.
+
+    ``HostFS()`` uses ``$KVMRT_FSROOT`` when it is set and not empty, else
+    ``/``. A leading ``/`` on a relative path is ignored, so a path can never
+    escape the root by accident (hwloc's ``hwloc_openat`` does the same).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            root = os.environ.get(FSROOT_ENV) or "/"
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"HostFS({str(self.root)!r})"
+
+    def path(self, rel: str) -> Path:
+        """The real path of kernel-relative ``rel`` under the root."""
+        return self.root / rel.lstrip("/")
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def is_dir(self, rel: str) -> bool:
+        return self.path(rel).is_dir()
+
+    def read(self, rel: str, default: T | _Absent = _ABSENT) -> str | T:
+        """The file's text without surrounding whitespace (the kernel's newline).
+
+        An absent file returns ``default``, or raises ``FileNotFoundError``
+        when no default is given. Other ``OSError`` s propagate. Bytes that
+        are not UTF-8 (a task's ``comm`` may hold any) survive as surrogates.
+        """
+        try:
+            text = self.path(rel).read_text(encoding="utf-8", errors="surrogateescape")
+        except FileNotFoundError:
+            return self._absent(rel, default)
+        return text.strip()
+
+    def read_cpulist(
+        self, rel: str, default: T | _Absent = _ABSENT
+    ) -> frozenset[int] | T:
+        """A cpulist file (``online``, ``node0/cpulist``...) as CPU ids.
+
+        Raises :class:`HostReadError` naming the file when it does not parse.
+        """
+        text = self.read(rel, default=None)
+        if text is None:
+            return self._absent(rel, default)
+        try:
+            return parse_cpulist(text)
+        except SetSyntaxError as err:
+            raise HostReadError(str(self.path(rel)), f"not a cpulist: {err}") from err
+
+    def read_int(self, rel: str, default: T | _Absent = _ABSENT, *, base: int = 10) -> int | T:
+        """A file holding one integer (``numa_node``, ``class`` with base 16).
+
+        Raises :class:`HostReadError` naming the file when it does not parse.
+        """
+        text = self.read(rel, default=None)
+        if text is None:
+            return self._absent(rel, default)
+        try:
+            return int(text, base)
+        except ValueError as err:
+            raise HostReadError(str(self.path(rel)), f"not an integer: {text!r}") from err
+
+    def listdir(self, rel: str, default: T | _Absent = _ABSENT) -> list[str] | T:
+        """Sorted entry names of a directory; ``default`` when it is absent."""
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except FileNotFoundError:
+            return self._absent(rel, default)
+
+    def readlink_name(self, rel: str, default: T | _Absent = _ABSENT) -> str | T:
+        """The last component of a symlink's target.
+
+        sysfs expresses relations as links: ``driver -> ../../bus/pci/drivers/igb``
+        gives ``"igb"``, ``iommu_group -> ../../kernel/iommu_groups/12`` gives
+        ``"12"``. An absent link returns ``default`` or raises
+        ``FileNotFoundError``.
+        """
+        try:
+            target = os.readlink(self.path(rel))
+        except FileNotFoundError:
+            return self._absent(rel, default)
+        return os.path.basename(os.path.normpath(target))
+
+    def _absent(self, rel: str, default: T | _Absent) -> T:
+        """``default`` for an absent file, or the ``FileNotFoundError`` for it."""
+        if isinstance(default, _Absent):
+            path = str(self.path(rel))
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return default
+
+    def write(self, rel: str, text: str) -> None:
+        """Write ``text`` to an existing kernel file in one ``write(2)``.
+
+        sysfs treats each write call as one store, so the text is not split.
+        The file is never created: writing a file the kernel does not
+        provide fails with ``FileNotFoundError``, as it does on a real host.
+        ``OSError`` s (EBUSY, EIO, EPERM...) propagate unchanged so that the
+        caller can name the ones it expects.
+        """
+        fd = os.open(self.path(rel), os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def host_read_errors() -> Iterator[None]:
+    """Translate an unexpected ``OSError`` while reading into :class:`HostReadError`.
+
+    Used at the boundary of a snapshot reader, so that callers see one named
+    error with the failing path and the original error chained.
+    """
+    try:
+        yield
+    except OSError as err:
+        path = err.filename if err.filename is not None else "?"
+        raise HostReadError(str(path), err.strerror or str(err)) from err

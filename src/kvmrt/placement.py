@@ -1,0 +1,144 @@
+"""Placement: where a VM's threads run, as a pure function (SPEC 2 and 3).
+
+:func:`place` resolves every ``auto`` of a VM against a host topology and
+gives the vCPU→CPU map, the emulator CPUs, the SMT siblings an rt VM takes
+offline, the CPUs it shields, its IRQ CPU, NUMA nodes and memory locking.
+
+Decisions where the spec is silent:
+
+- An rt VM shields every CPU it *owns* (its cpuset plus the SMT siblings of
+  the cores it touches), so a sibling brought back online by hand still
+  gets no host work.
+- ``irq_cpu`` is set only for an rt VM with passthrough devices: it is the
+  highest non-vCPU CPU, where the devices' vfio interrupts go.
+- A VM whose cpuset is empty is not pinned: its vCPU and emulator CPU sets
+  are empty (meaning "anywhere").
+- When an rt VM has too few CPUs (a validation error), the placement falls
+  back to the non-rt sharing rule so that it can still be shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvmrt.config.model import AUTO, VmConfig
+from kvmrt.host.model import Topology
+
+
+@dataclass(frozen=True)
+class Placement:
+    vm: VmConfig
+    cpuset: frozenset[int]
+    owned_cpus: frozenset[int]
+    usable_cpus: frozenset[int]
+    nr_vcpus: int
+    cpu_topology: tuple[int, int, int]
+    vcpu_cpus: tuple[frozenset[int], ...]
+    emulator_cpus: frozenset[int]
+    offline_cpus: frozenset[int]
+    shielded_cpus: frozenset[int]
+    irq_cpu: int | None
+    numatune: frozenset[int] | None
+    rt_memory: bool
+
+    @property
+    def rt(self) -> bool:
+        return bool(self.vm.rt)
+
+
+def place(vm: VmConfig, topology: Topology) -> Placement:
+    """The placement of ``vm`` on ``topology``.
+
+    Raises :class:`kvmrt.errors.UnknownHostObject` when the cpuset names
+    something the host lacks (the validator reports that first).
+    """
+    cpuset = vm.cpuset.resolve(topology)
+    if vm.rt:
+        owned, usable = rt_cpus(cpuset, topology)
+    else:
+        owned = usable = cpuset
+    nr_vcpus = len(usable) - 1 if vm.nr_vcpus is AUTO else vm.nr_vcpus
+    vcpu_cpus, emulator = _assign(sorted(usable), nr_vcpus)
+    irq_cpu = max(emulator) if vm.rt and vm.pcidevs and emulator else None
+    return Placement(
+        vm=vm,
+        cpuset=cpuset,
+        owned_cpus=owned,
+        usable_cpus=usable,
+        nr_vcpus=nr_vcpus,
+        cpu_topology=(1, nr_vcpus, 1) if vm.cpu_topology is AUTO else vm.cpu_topology,
+        vcpu_cpus=vcpu_cpus,
+        emulator_cpus=emulator,
+        offline_cpus=owned - usable,
+        shielded_cpus=owned if vm.rt else frozenset(),
+        irq_cpu=irq_cpu,
+        numatune=_numatune(vm, cpuset, topology),
+        rt_memory=bool(vm.rt) if vm.rt_memory is AUTO else vm.rt_memory,
+    )
+
+
+def rt_cpus(cpuset: frozenset[int], topology: Topology) -> tuple[frozenset[int], frozenset[int]]:
+    """(owned, usable) CPUs of an rt VM.
+
+    The VM owns every hardware thread of every core its cpuset touches; of
+    each such core the lowest thread in the cpuset stays usable.
+    """
+    owned: set[int] = set()
+    usable: set[int] = set()
+    for cpu in cpuset:
+        siblings = topology.siblings(cpu)
+        owned |= siblings
+        usable.add(min(siblings & cpuset))
+    return frozenset(owned), frozenset(usable)
+
+
+def _assign(cpus: list[int], nr_vcpus: int) -> tuple[tuple[frozenset[int], ...], frozenset[int]]:
+    """vCPU i gets the i-th lowest CPU; the rest run the emulator.
+
+    With too few CPUs, vCPU i gets CPU i mod n and the emulator floats over
+    the whole set (SPEC 2); an rt VM never shares, which the validator
+    reports as an error.
+    """
+    n = len(cpus)
+    count = max(nr_vcpus, 0)
+    if n == 0:
+        return tuple(frozenset() for _ in range(count)), frozenset()
+    if n > count:
+        vcpus = tuple(frozenset({cpus[i]}) for i in range(count))
+        return vcpus, frozenset(cpus[count:])
+    vcpus = tuple(frozenset({cpus[i % n]}) for i in range(count))
+    return vcpus, frozenset(cpus)
+
+
+def _numatune(vm: VmConfig, cpuset: frozenset[int], topology: Topology) -> frozenset[int] | None:
+    if vm.numatune is AUTO:
+        return topology.nodes_of(cpuset) or None
+    return frozenset(vm.numatune) or None
+
+
+def placement_json(p: Placement) -> dict:
+    """The interpreted VM as ``kvmrt-show-config --json`` prints it."""
+    vm = p.vm
+    return {
+        "uuid": vm.uuid,
+        "name": vm.name,
+        "title": vm.title,
+        "description": vm.description,
+        "rt": bool(vm.rt),
+        "disabled": bool(vm.disabled),
+        "autostart": bool(vm.autostart),
+        "hide_kvm": bool(vm.hide_kvm),
+        "rt_memory": p.rt_memory,
+        "nr_vcpus": p.nr_vcpus,
+        "cpu_topology": list(p.cpu_topology),
+        "cpuset": sorted(p.cpuset),
+        "owned_cpus": sorted(p.owned_cpus),
+        "usable_cpus": sorted(p.usable_cpus),
+        "vcpu_cpus": [sorted(c) for c in p.vcpu_cpus],
+        "emulator_cpus": sorted(p.emulator_cpus),
+        "offline_cpus": sorted(p.offline_cpus),
+        "shielded_cpus": sorted(p.shielded_cpus),
+        "irq_cpu": p.irq_cpu,
+        "numatune": sorted(p.numatune) if p.numatune is not None else None,
+        "pcidevs": [str(a) for a in vm.pcidevs],
+    }

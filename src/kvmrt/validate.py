@@ -1,0 +1,248 @@
+"""The validator (SPEC 4): every rule, each with a stable code.
+
+Errors must be fixed before a VM boots or a config is saved; warnings point
+at a configuration that may not be optimal. Each diagnostic names the VM(s),
+the attribute, the config line and the CPUs, nodes or devices concerned.
+
+Codes (stable; scripts may match on them):
+
+errors   syntax, bad-uuid, unknown-attribute, bad-value, missing-name,
+         duplicate-name, unknown-cpu, unknown-node, unknown-device,
+         rt-overlap, rt-empty-cpuset, rt-too-few-cpus, rt-unlocked-memory,
+         rt-all-cpus, pci-shared, iommu-split, topology-mismatch,
+         vcpus-below-one
+warnings rt-multi-node, node-shared, rt-numatune, numatune-shared,
+         pci-remote-node, undersupplied
+
+A VM with a malformed value gets only its load error: the rules that depend
+on placement would repeat it. ``numatune-shared`` looks only at VMs with an
+explicit numatune: an unrestricted VM is not reported, and ``auto`` follows
+the cpuset, which ``node-shared`` already reports.
+"""
+
+from __future__ import annotations
+
+from kvmrt import diagnostics as diag
+from kvmrt.config.file import Config
+from kvmrt.config.model import AUTO, VmConfig
+from kvmrt.config.sets import format_ids
+from kvmrt.errors import UnknownHostObject
+from kvmrt.host.model import Host
+from kvmrt.placement import Placement, place
+
+
+class _Report:
+    """Collects diagnostics, filling in file, line and VM from the VM."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.items: list[diag.Diagnostic] = []
+
+    def add(self, make, code: str, message: str, vm: VmConfig, attribute: str | None,
+            *others: VmConfig) -> None:
+        self.items.append(make(
+            code, message, vms=(vm.label, *(o.label for o in others)),
+            attribute=attribute, line=vm.line_of(attribute), file=self.path))
+
+    def error(self, code, message, vm, attribute, *others) -> None:
+        self.add(diag.error, code, message, vm, attribute, *others)
+
+    def warning(self, code, message, vm, attribute, *others) -> None:
+        self.add(diag.warning, code, message, vm, attribute, *others)
+
+
+def validate(config: Config, host: Host, *, include_disabled: bool = False,
+             names: tuple[str, ...] = ()) -> list[diag.Diagnostic]:
+    """All diagnostics of the config on this host, sorted by line.
+
+    With ``names``, cross-VM rules still look at every active VM, but only
+    diagnostics that concern a named VM (or no VM at all) are returned.
+    """
+    chosen = {id(vm) for vm in config.active(include_disabled=include_disabled)}
+    chosen |= {id(vm) for vm in config.select(names)} if names else set()
+    vms = [vm for vm in config.vms if id(vm) in chosen]
+    report = _Report(config.path)
+    placements = {}
+    for vm in vms:
+        if vm.invalid or not vm.values.get("name"):
+            continue
+        p = _check_vm(vm, host, report)
+        if p is not None:
+            placements[vm.uuid] = p
+    _check_cross(list(placements.values()), host, report)
+    found = config.problems + report.items
+    if names:
+        wanted = {vm.label for vm in config.select(names)}
+        found = [d for d in found if not d.vms or wanted & set(d.vms)]
+    return sorted(found, key=diag.sort_key)
+
+
+def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
+    topology = host.topology
+    _check_numatune_nodes(vm, host, report)
+    _check_pci_exists(vm, host, report)
+    try:
+        p = place(vm, topology)
+    except UnknownHostObject as exc:
+        report.error("unknown-cpu", f"{exc} in {str(vm.cpuset)!r}", vm, "cpuset")
+        return None
+    _check_vcpus(p, report)
+    if vm.rt:
+        _check_rt(p, host, report)
+    elif p.cpuset and len(p.usable_cpus) < p.nr_vcpus:
+        report.warning(
+            "undersupplied", f"{p.nr_vcpus} vCPUs on {len(p.usable_cpus)} CPUs "
+            f"({format_ids(p.usable_cpus)}): vCPUs will share CPUs", vm, "cpuset")
+    _check_pci_nodes(p, host, report)
+    return p
+
+
+def _check_numatune_nodes(vm: VmConfig, host: Host, report: _Report) -> None:
+    if vm.numatune is AUTO:
+        return
+    missing = set(vm.numatune) - set(host.topology.nodes)
+    if missing:
+        report.error("unknown-node", f"NUMA node {format_ids(missing)} does not exist "
+                     f"(host has nodes {format_ids(host.topology.nodes)})", vm, "numatune")
+
+
+def _check_pci_exists(vm: VmConfig, host: Host, report: _Report) -> None:
+    for address in vm.pcidevs:
+        if address not in host.pci:
+            report.error("unknown-device", f"PCI device {address} does not exist on this host",
+                         vm, "pcidevs")
+            continue
+        missing = sorted(m for m in host.group_members(address)
+                         if m not in vm.pcidevs and not _is_bridge(host, m))
+        if missing:
+            group = host.pci[address].iommu_group
+            report.error(
+                "iommu-split", f"IOMMU group {group} of {address} is split: also pass "
+                f"{' '.join(str(m) for m in missing)}", vm, "pcidevs")
+
+
+def _is_bridge(host: Host, address) -> bool:
+    dev = host.pci.get(address)
+    return dev is not None and dev.bridge
+
+
+def _check_vcpus(p: Placement, report: _Report) -> None:
+    vm = p.vm
+    if vm.rt and not p.cpuset:
+        return  # reported as rt-empty-cpuset
+    if p.nr_vcpus < 1:
+        how = (f"nr_vcpus = auto gives {p.nr_vcpus} ({len(p.usable_cpus)} usable CPUs "
+               "in the cpuset, minus one)" if vm.nr_vcpus is AUTO
+               else f"nr_vcpus is {p.nr_vcpus}; a VM needs at least 1")
+        report.error("vcpus-below-one", how, vm, "nr_vcpus")
+        return
+    s, c, t = p.cpu_topology
+    if s * c * t != p.nr_vcpus:
+        report.error("topology-mismatch", f"{s},{c},{t} gives {s * c * t} vCPUs but "
+                     f"nr_vcpus is {p.nr_vcpus}", vm, "cpu_topology")
+
+
+def _check_rt(p: Placement, host: Host, report: _Report) -> None:
+    vm = p.vm
+    if not p.cpuset:
+        report.error("rt-empty-cpuset", "an rt VM needs a cpuset (at least nr_vcpus + 1 "
+                     "CPUs of its own)", vm, "cpuset")
+    elif p.nr_vcpus >= 1 and len(p.usable_cpus) < p.nr_vcpus + 1:
+        report.error(
+            "rt-too-few-cpus", f"{len(p.usable_cpus)} usable CPUs "
+            f"({format_ids(p.usable_cpus)}, one per core) for {p.nr_vcpus} vCPUs; an rt VM "
+            f"needs {p.nr_vcpus + 1} (one per vCPU plus one for the emulator)", vm, "cpuset")
+    if not p.rt_memory:
+        report.error("rt-unlocked-memory", "rt = True needs rt_memory = True or auto "
+                     "(guest memory must be locked)", vm, "rt_memory")
+    nodes = host.topology.nodes_of(p.cpuset)
+    if len(nodes) > 1:
+        report.warning("rt-multi-node", f"cpuset spans NUMA nodes {format_ids(nodes)}; "
+                       "an rt VM is best kept on one node", vm, "cpuset")
+    if p.numatune is None:
+        report.warning("rt-numatune", "memory is not bound to NUMA nodes; use numatune = "
+                       "auto", vm, "numatune")
+    elif nodes and not p.numatune <= nodes:
+        report.warning("rt-numatune", f"numatune nodes {format_ids(p.numatune - nodes)} are "
+                       f"not among the cpuset's nodes {format_ids(nodes)}", vm, "numatune")
+
+
+def _check_pci_nodes(p: Placement, host: Host, report: _Report) -> None:
+    nodes = host.topology.nodes_of(p.cpuset)
+    for address in p.vm.pcidevs:
+        dev = host.pci.get(address)
+        if nodes and dev is not None and dev.numa_node is not None \
+                and dev.numa_node not in nodes:
+            report.warning("pci-remote-node", f"{address} sits on NUMA node {dev.numa_node}, "
+                           f"the cpuset uses nodes {format_ids(nodes)}", p.vm, "pcidevs")
+
+
+def _check_cross(placements: list[Placement], host: Host, report: _Report) -> None:
+    for i, j in sorted(_pairs(placements, host)):
+        _check_pair(placements[i], placements[j], host, report, first=True)
+        _check_pair(placements[j], placements[i], host, report, first=False)
+    rt_owned = frozenset().union(*(p.owned_cpus for p in placements if p.rt))
+    if rt_owned and not host.topology.online_cpus - rt_owned:
+        first = next(p for p in placements if p.rt)
+        others = [p.vm for p in placements if p.rt and p is not first]
+        report.error("rt-all-cpus", f"the rt VMs together take every host CPU "
+                     f"({format_ids(rt_owned)}); leave at least one for the host OS",
+                     first.vm, "cpuset", *others)
+
+
+def _pairs(placements: list[Placement], host: Host) -> set[tuple[int, int]]:
+    """Index pairs (i < j) of VMs that share a device, or where one is rt and
+    the other touches its CPUs or NUMA nodes: the only pairs a cross-VM rule
+    can fire on. Indexing keeps a 1,000-VM config fast."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, p in enumerate(placements):
+        keys = [("pci", a) for a in p.vm.pcidevs]
+        keys += [("cpu", c) for c in (p.owned_cpus if p.rt else p.cpuset)]
+        keys += [("node", n) for n in host.topology.nodes_of(p.cpuset)]
+        keys += [("node", n) for n in p.numatune or ()]
+        for key in keys:
+            by_key.setdefault(key, []).append(i)
+    pairs: set[tuple[int, int]] = set()
+    for key, users in by_key.items():
+        if len(users) < 2:
+            continue
+        anchors = users if key[0] == "pci" else [i for i in users if placements[i].rt]
+        for a in anchors:
+            pairs.update((min(a, b), max(a, b)) for b in users if b != a)
+    return pairs
+
+
+def _check_pair(rt: Placement, other: Placement, host: Host, report: _Report, *,
+                first: bool) -> None:
+    """Rules where ``rt`` is an rt VM and ``other`` any other VM; and PCI sharing.
+
+    Called for both orders of each pair; ``first`` is true for config order,
+    so that a symmetric finding is reported once, on the later VM.
+    """
+    shared = set(rt.vm.pcidevs) & set(other.vm.pcidevs)
+    if shared and first:
+        report.error("pci-shared", f"{' '.join(str(a) for a in sorted(shared))} already given "
+                     f"to {rt.vm.label}{_at(rt.vm, 'pcidevs')}",
+                     other.vm, "pcidevs", rt.vm)
+    if not rt.rt:
+        return
+    theirs = other.owned_cpus if other.rt else other.cpuset
+    overlap = rt.owned_cpus & theirs
+    if overlap and (first or not other.rt):
+        report.error("rt-overlap", f"CPUs {format_ids(overlap)} (cpuset plus the SMT "
+                     f"siblings it owns) are also used by {other.vm.label}"
+                     f"{_at(other.vm, 'cpuset')}", rt.vm, "cpuset", other.vm)
+    nodes = host.topology.nodes_of(rt.cpuset)
+    theirs_nodes = host.topology.nodes_of(other.cpuset) & nodes
+    if theirs_nodes and (first or not other.rt):
+        report.warning("node-shared", f"cpuset uses NUMA node {format_ids(theirs_nodes)}, "
+                       f"which rt VM {rt.vm.label} uses", other.vm, "cpuset", rt.vm)
+    if other.vm.numatune is not AUTO and other.numatune and other.numatune & nodes:
+        report.warning("numatune-shared", f"numatune includes NUMA node "
+                       f"{format_ids(other.numatune & nodes)}, which rt VM {rt.vm.label} "
+                       "uses", other.vm, "numatune", rt.vm)
+
+
+def _at(vm: VmConfig, attribute: str) -> str:
+    line = vm.line_of(attribute)
+    return f" (line {line})" if line is not None else ""
