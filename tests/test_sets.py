@@ -69,7 +69,9 @@ def test_cpuset_canonical(text, expected):
 
 @pytest.mark.parametrize("text, element, reason", [
     ("n1-c3", "n1-c3", "mix"), ("1-n3", "1-n3", "mix"), ("x4", "x4", "prefix"),
-    ("4-2", "4-2", "below"), ("~", "~", "complement"), ("n", "n", "empty"),
+    ("4-2", "4-2", "below"), ("~", "~", "complement"), ("n", "n", "without a number"),
+    ("3-", "3-", "start and an end"), ("-3", "-3", "start and an end"),
+    ("n٢", "n٢", "integer"),
     ("0,,1", "", "empty"),
 ])
 def test_cpuset_errors_name_the_element(text, element, reason):
@@ -117,6 +119,7 @@ def test_complement_laws(spec):
 
 
 def test_pci_addresses():
+    assert str(PciAddress.parse("10000:e0:17.0")) == "10000:e0:17.0"  # Intel VMD domain
     assert str(PciAddress.parse("0000:21:00.0")) == "0000:21:00.0"
     assert str(PciAddress.parse("0000:AF:1F.7")) == "0000:af:1f.7"
     assert str(PciSet.parse("0000:22:00.1  0000:21:00.0\t0000:22:00.0")) == \

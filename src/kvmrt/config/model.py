@@ -60,14 +60,14 @@ def _or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def parse_int(text: str) -> int:
     t = text.strip()
-    if not re.fullmatch(r"[+-]?\d+", t):
+    if not re.fullmatch(r"[+-]?[0-9]+", t):
         raise SetSyntaxError(text, "not an integer")
     return int(t)
 
 
 def parse_topology(text: str) -> tuple[int, int, int]:
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3 or not all(re.fullmatch(r"\d+", p) for p in parts):
+    if len(parts) != 3 or not all(re.fullmatch(r"[0-9]+", p) for p in parts):
         raise SetSyntaxError(text, "not S,C,T (sockets,cores,threads) or auto")
     s, c, t = (int(p) for p in parts)
     return s, c, t

@@ -22,7 +22,7 @@ from kvmrt.errors import SetSyntaxError, UnknownHostObject
 if TYPE_CHECKING:  # pragma: no cover
     from kvmrt.host.model import Topology
 
-_INT = re.compile(r"\d+\Z")
+_INT = re.compile(r"[0-9]+\Z")
 
 
 def format_ids(ids: Iterable[int], prefix: str = "") -> str:
@@ -59,7 +59,12 @@ def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]
     body = element
     if body[:1] in prefix_letters and body[:1] != "":
         prefix, body = body[0], body[1:]
+    if not body.strip():
+        raise SetSyntaxError(element, f"prefix {prefix!r} without a number" if prefix
+                             else "empty element")
     lo_s, dash, hi_s = body.partition("-")
+    if dash and not (lo_s.strip() and hi_s.strip()):
+        raise SetSyntaxError(element, "a range needs a start and an end (like 4-7)")
     if dash and hi_s[:1].isalpha():
         if hi_s[0] != prefix:
             raise SetSyntaxError(element, "a range must not mix prefixes")
@@ -172,7 +177,7 @@ class CpuSpec:
 
 
 _PCI = re.compile(
-    r"(?P<domain>[0-9a-fA-F]{4}):(?P<bus>[0-9a-fA-F]{2}):"
+    r"(?P<domain>[0-9a-fA-F]{4,5}):(?P<bus>[0-9a-fA-F]{2}):"
     r"(?P<device>[0-9a-fA-F]{2})\.(?P<function>[0-7])\Z"
 )
 
