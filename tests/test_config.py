@@ -88,6 +88,13 @@ def test_every_problem_is_collected_with_its_line():
     assert "already used by [not-a-uuid] (line 2)" in by_line[9]
 
 
+def test_names_and_titles_are_one_line():
+    problems = parse_config(f"[{UUID1}]\nname = x\n    cpuset = 1\ntitle = a\n  b\n").problems
+    assert [(p.line, p.code, p.attribute) for p in problems] == [
+        (2, "bad-value", "name"), (4, "bad-value", "title")]
+    assert all("must be on one line" in p.message for p in problems)
+
+
 def test_syntax_problems_become_diagnostics():
     text = f"[{UUID1}]\nname = a\nname = b\n[{UUID1}]\nname = c\ngarbage line\n"
     problems = parse_config(text, "k.cfg").problems

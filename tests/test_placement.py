@@ -92,3 +92,23 @@ def test_logical_cores_on_xeon_second_package(xeon):
     # core_id repeats across packages; logical core 20 is package 1's first core.
     p = place(vm("cpuset = c20-21\nrt = on"), topo(xeon))
     assert p.cpuset == {20, 21, 60, 61} and p.usable_cpus == {20, 21}
+
+
+def test_siblings_already_offline_are_owned_not_usable(make_host):
+    """While the rt VM runs (or after nosmt) its siblings are offline and the
+    kernel hides their topology: the placement must not change."""
+    import dataclasses
+
+    import hostgen
+    spec = dataclasses.replace(hostgen.threadripper_5975wx(), offline=frozenset(range(40, 56)))
+    config = load_config(str(EXAMPLE))
+    p = placement_json(place(config.vms[0], topo(make_host(spec))))
+    assert p["nr_vcpus"] == 15 and p["vcpu_cpus"] == [[c] for c in range(8, 23)]
+    assert p["emulator_cpus"] == [23] and p["offline_cpus"] == list(range(40, 56))
+    assert p["usable_cpus"] == list(range(8, 24))
+
+
+def test_non_rt_vm_skips_offline_cpus(offline_host):
+    # offline_4c2t: CPUs 5 and 7 are offline.
+    p = place(vm("cpuset = 4-7\nnr_vcpus = 1"), topo(offline_host))
+    assert p.usable_cpus == {4, 6} and p.vcpu_cpus == ({4},) and p.emulator_cpus == {6}

@@ -61,7 +61,8 @@ def test_cpuset_round_trip(spec):
 
 @pytest.mark.parametrize("text, expected", [
     ("n1,n2", "n1-2"), ("n1-n3", "n1-3"), ("0,1,16-19, 3", "0-1,3,16-19"),
-    ("c5,0-2,n1", "0-2,n1,c5"), ("~ n0", "~n0"), ("", ""),
+    ("c5,0-2,n1", "0-2,n1,c5"), ("~ n0", "~n0"), ("", ""), ("n1 - n3", "n1-3"),
+    ("n1 - 3", "n1-3"),
 ])
 def test_cpuset_canonical(text, expected):
     assert str(CpuSpec.parse(text)) == expected
@@ -71,7 +72,7 @@ def test_cpuset_canonical(text, expected):
     ("n1-c3", "n1-c3", "mix"), ("1-n3", "1-n3", "mix"), ("x4", "x4", "prefix"),
     ("4-2", "4-2", "below"), ("~", "~", "complement"), ("n", "n", "without a number"),
     ("3-", "3-", "start and an end"), ("-3", "-3", "start and an end"),
-    ("n٢", "n٢", "integer"),
+    ("n٢", "n٢", "integer"), ("1-x", "1-x", "integer"), ("n1-x", "n1-x", "mix"),
     ("0,,1", "", "empty"),
 ])
 def test_cpuset_errors_name_the_element(text, element, reason):

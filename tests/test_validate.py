@@ -127,3 +127,16 @@ def test_named_vms_select_diagnostics(host):
 
 def test_malformed_vm_gets_only_its_load_error(host):
     assert codes(host, "cpuset = 8-x\nrt = 1") == [("error", "bad-value", ("vm0",))]
+
+
+def test_rt_vm_may_not_need_cpu0_offline(host):
+    # CPU 32 is CPU 0's sibling; cpu0 has no 'online' file, the kernel keeps it.
+    found = validate(config_of("cpuset = 32-35\nrt = 1"), host)
+    (d,) = [d for d in found if d.code == "offline-refused"]
+    assert d.is_error and "CPU 0 would have to go offline" in d.message
+
+
+def test_offline_cpus_in_a_non_rt_cpuset_are_reported(offline_host):
+    h = read_host(HostFS(offline_host))
+    assert [(d.code, d.message) for d in validate(config_of("cpuset = 4-7"), h)] == [
+        ("offline-cpus", "CPUs 5,7 of the cpuset are offline and are not used")]

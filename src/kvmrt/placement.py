@@ -13,6 +13,9 @@ Decisions where the spec is silent:
   highest non-vCPU CPU, where the devices' vfio interrupts go.
 - A VM whose cpuset is empty is not pinned: its vCPU and emulator CPU sets
   are empty (meaning "anywhere").
+- A non-rt VM does not use the offline CPUs of its cpuset; an rt VM treats
+  an offline CPU whose topology the kernel hides as one of its SMT
+  siblings already offline (owned, not usable).
 - When an rt VM has too few CPUs (a validation error), the placement falls
   back to the non-rt sharing rule so that it can still be shown.
 """
@@ -56,7 +59,7 @@ def place(vm: VmConfig, topology: Topology) -> Placement:
     if vm.rt:
         owned, usable = rt_cpus(cpuset, topology)
     else:
-        owned = usable = cpuset
+        owned, usable = cpuset, cpuset - offline_cpus(cpuset, topology)
     nr_vcpus = len(usable) - 1 if vm.nr_vcpus is AUTO else vm.nr_vcpus
     vcpu_cpus, emulator = _assign(sorted(usable), nr_vcpus)
     irq_cpu = max(emulator) if vm.rt and vm.pcidevs and emulator else None
@@ -82,14 +85,27 @@ def rt_cpus(cpuset: frozenset[int], topology: Topology) -> tuple[frozenset[int],
 
     The VM owns every hardware thread of every core its cpuset touches; of
     each such core the lowest thread in the cpuset stays usable.
+    An offline CPU whose topology the kernel hides (typically a sibling
+    already taken offline, by kvmrt or by ``nosmt``) is owned, never usable.
     """
     owned: set[int] = set()
     usable: set[int] = set()
     for cpu in cpuset:
         siblings = topology.siblings(cpu)
         owned |= siblings
-        usable.add(min(siblings & cpuset))
+        info = topology.cpus.get(cpu)
+        if info is None or not info.topology_hidden:
+            usable.add(min(c for c in siblings & cpuset if not _hidden(topology, c)))
     return frozenset(owned), frozenset(usable)
+
+
+def offline_cpus(cpus: frozenset[int], topology: Topology) -> frozenset[int]:
+    return frozenset(c for c in cpus if c in topology.cpus and not topology.cpus[c].online)
+
+
+def _hidden(topology: Topology, cpu: int) -> bool:
+    info = topology.cpus.get(cpu)
+    return info is not None and info.topology_hidden
 
 
 def _assign(cpus: list[int], nr_vcpus: int) -> tuple[tuple[frozenset[int], ...], frozenset[int]]:

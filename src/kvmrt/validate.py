@@ -9,10 +9,10 @@ Codes (stable; scripts may match on them):
 errors   syntax, bad-uuid, unknown-attribute, bad-value, missing-name,
          duplicate-name, unknown-cpu, unknown-node, unknown-device,
          rt-overlap, rt-empty-cpuset, rt-too-few-cpus, rt-unlocked-memory,
-         rt-all-cpus, pci-shared, iommu-split, topology-mismatch,
-         vcpus-below-one
+         rt-all-cpus, offline-refused, pci-shared, iommu-split,
+         topology-mismatch, vcpus-below-one
 warnings rt-multi-node, node-shared, rt-numatune, numatune-shared,
-         pci-remote-node, undersupplied
+         pci-remote-node, undersupplied, offline-cpus
 
 A VM with a malformed value gets only its load error: the rules that depend
 on placement would repeat it. ``numatune-shared`` looks only at VMs with an
@@ -89,6 +89,10 @@ def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
     _check_vcpus(p, report)
     if vm.rt:
         _check_rt(p, host, report)
+        _check_unpluggable(p, host, report)
+    elif p.cpuset - p.usable_cpus:
+        report.warning("offline-cpus", f"CPUs {format_ids(p.cpuset - p.usable_cpus)} of the "
+                       "cpuset are offline and are not used", vm, "cpuset")
     elif p.cpuset and len(p.usable_cpus) < p.nr_vcpus:
         report.warning(
             "undersupplied", f"{p.nr_vcpus} vCPUs on {len(p.usable_cpus)} CPUs "
@@ -162,9 +166,18 @@ def _check_rt(p: Placement, host: Host, report: _Report) -> None:
     if p.numatune is None:
         report.warning("rt-numatune", "memory is not bound to NUMA nodes; use numatune = "
                        "auto", vm, "numatune")
-    elif nodes and not p.numatune <= nodes:
+    elif nodes and p.numatune <= set(host.topology.nodes) and not p.numatune <= nodes:
         report.warning("rt-numatune", f"numatune nodes {format_ids(p.numatune - nodes)} are "
                        f"not among the cpuset's nodes {format_ids(nodes)}", vm, "numatune")
+
+
+def _check_unpluggable(p: Placement, host: Host, report: _Report) -> None:
+    stuck = sorted(c for c in p.offline_cpus
+                   if c in host.topology.cpus and not host.topology.cpus[c].hotpluggable)
+    if stuck:
+        report.error("offline-refused", f"CPU {format_ids(stuck)} would have to go offline "
+                     "(SMT sibling of a CPU in the cpuset) but the kernel cannot take it "
+                     "offline; leave its core out of the cpuset", p.vm, "cpuset")
 
 
 def _check_pci_nodes(p: Placement, host: Host, report: _Report) -> None:
@@ -181,10 +194,10 @@ def _check_cross(placements: list[Placement], host: Host, report: _Report) -> No
     for i, j in sorted(_pairs(placements, host)):
         _check_pair(placements[i], placements[j], host, report, first=True)
         _check_pair(placements[j], placements[i], host, report, first=False)
-    rt_owned = frozenset().union(*(p.owned_cpus for p in placements if p.rt))
+    rt = [p for p in placements if p.rt and p.owned_cpus]
+    rt_owned = frozenset().union(*(p.owned_cpus for p in rt))
     if rt_owned and not host.topology.online_cpus - rt_owned:
-        first = next(p for p in placements if p.rt)
-        others = [p.vm for p in placements if p.rt and p is not first]
+        first, others = rt[0], [p.vm for p in rt[1:]]
         report.error("rt-all-cpus", f"the rt VMs together take every host CPU "
                      f"({format_ids(rt_owned)}); leave at least one for the host OS",
                      first.vm, "cpuset", *others)
@@ -217,7 +230,8 @@ def _check_pair(rt: Placement, other: Placement, host: Host, report: _Report, *,
     """Rules where ``rt`` is an rt VM and ``other`` any other VM; and PCI sharing.
 
     Called for both orders of each pair; ``first`` is true for config order,
-    so that a symmetric finding is reported once, on the later VM.
+    so that a finding between two rt VMs, or a shared device, is reported
+    once.
     """
     shared = set(rt.vm.pcidevs) & set(other.vm.pcidevs)
     if shared and first:

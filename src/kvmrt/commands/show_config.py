@@ -33,7 +33,7 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
               if d.is_error]
     placements = []
     for vm in config.select(vms, include_disabled=include_disabled):
-        if vm.invalid:
+        if vm.invalid or not vm.name:
             continue
         try:
             placements.append(place(vm, host.topology))
@@ -59,7 +59,7 @@ def describe(p: Placement) -> str:
             ("vCPU -> CPU", _vcpu_map(p)), ("emulator CPUs", _cpus(p.emulator_cpus))]
     if vm.rt:
         rows += [("offline CPUs", _cpus(p.offline_cpus, "none") + " (SMT siblings)"),
-                 ("shielded CPUs", _cpus(p.shielded_cpus)),
+                 ("shielded CPUs", _cpus(p.shielded_cpus, "none")),
                  ("IRQ CPU", "-" if p.irq_cpu is None else str(p.irq_cpu))]
     numatune = "unrestricted" if p.numatune is None else f"nodes {format_ids(p.numatune)}"
     rows += [("numatune", _auto(numatune, vm.numatune)),

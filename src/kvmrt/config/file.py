@@ -9,7 +9,9 @@ config's lock.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from kvmrt import diagnostics as diag
 from kvmrt.config import inifile
@@ -88,14 +90,30 @@ def format_config(vms: list[VmConfig]) -> str:
 
 
 def save_config(config: Config, path: str | None = None) -> None:
-    """Write the config atomically, under the config's exclusive lock."""
+    """Write the config atomically, under the config's exclusive lock.
+
+    For read-modify-write use :func:`editing` instead, so that nobody can
+    change the file between the read and the write.
+    """
     target = path or config.path or DEFAULT_PATH
     with inifile.locked(target):
         inifile.write_atomic(target, format_config(config.vms))
 
 
-def config_exists(path: str) -> bool:
-    return os.path.lexists(path)
+@contextmanager
+def editing(path: str, *, create: bool = False) -> Iterator[Config]:
+    """Lock the config, load it (an empty one if missing and ``create``),
+    and yield it; call :func:`write_config` inside to save changes."""
+    with inifile.locked(path):
+        if create and not os.path.lexists(path):
+            yield Config(path=path)
+        else:
+            yield load_config(path)
+
+
+def write_config(config: Config) -> None:
+    """Write atomically; the caller holds the lock (see :func:`editing`)."""
+    inifile.write_atomic(config.path or DEFAULT_PATH, format_config(config.vms))
 
 
 def _duplicate_names(vms: list[VmConfig], path: str | None) -> list[diag.Diagnostic]:

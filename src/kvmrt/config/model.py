@@ -58,6 +58,14 @@ def _or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_auto
 
 
+def parse_line(text: str) -> str:
+    """A one-line string (libvirt names and titles cannot hold line breaks)."""
+    if "\n" in text:
+        raise SetSyntaxError(text, "must be on one line (an indented line after it "
+                             "continues the value)")
+    return text
+
+
 def parse_int(text: str) -> int:
     t = text.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", t):
@@ -91,8 +99,8 @@ class Attribute:
 ATTRIBUTES: dict[str, Attribute] = {
     a.name: a
     for a in (
-        Attribute("name", str, None),
-        Attribute("title", str, ""),
+        Attribute("name", parse_line, None),
+        Attribute("title", parse_line, ""),
         Attribute("description", str, ""),
         Attribute("nr_vcpus", _or_auto(parse_int), 1),
         Attribute("cpu_topology", _or_auto(parse_topology), AUTO),
@@ -161,8 +169,9 @@ def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[
             vm.raw[entry.key] = entry.value
         except SetSyntaxError as exc:
             vm.invalid.add(entry.key)
+            detail = exc.reason if exc.element.strip() == entry.value.strip() else str(exc)
             problems.append(diag.error(
-                "bad-value", f"bad value {entry.value!r}: {exc}",
+                "bad-value", f"bad value {entry.value!r}: {detail}",
                 attribute=entry.key, line=entry.line, file=file, vms=()))
     if not vm.values.get("name") and "name" not in vm.invalid:
         problems.append(diag.error(

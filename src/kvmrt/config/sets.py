@@ -62,13 +62,15 @@ def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]
     if not body.strip():
         raise SetSyntaxError(element, f"prefix {prefix!r} without a number" if prefix
                              else "empty element")
-    lo_s, dash, hi_s = body.partition("-")
-    if dash and not (lo_s.strip() and hi_s.strip()):
+    lo_s, dash, hi_s = (part.strip() for part in body.partition("-"))
+    if dash and not (lo_s and hi_s):
         raise SetSyntaxError(element, "a range needs a start and an end (like 4-7)")
-    if dash and hi_s[:1].isalpha():
+    if dash and prefix_letters and hi_s[:1] in prefix_letters:
         if hi_s[0] != prefix:
             raise SetSyntaxError(element, "a range must not mix prefixes")
-        hi_s = hi_s[1:]
+        hi_s = hi_s[1:].strip()
+    elif dash and prefix and hi_s[:1].isalpha():
+        raise SetSyntaxError(element, "a range must not mix prefixes")
     lo = _parse_int(lo_s.strip(), element)
     hi = _parse_int(hi_s.strip(), element) if dash else lo
     if hi < lo:

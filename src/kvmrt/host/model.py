@@ -35,6 +35,7 @@ class RawCpu:
     core_id: int | None = None
     node: int | None = None
     siblings: frozenset[int] = frozenset()
+    hotpluggable: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,12 @@ class Cpu:
     core: int | None
     node: int | None
     siblings: frozenset[int]
+    hotpluggable: bool = True
+
+    @property
+    def topology_hidden(self) -> bool:
+        """Offline, and the kernel hides its topology: its core is unknown."""
+        return self.core is None
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Topology:
             else:
                 sib, core, die = frozenset(r.siblings) | {r.cpu}, None, None
             node = r.node if r.node is not None else node_of.get(r.cpu)
-            cpus[r.cpu] = Cpu(r.cpu, r.online, r.package_id, die, core, node, sib)
+            cpus[r.cpu] = Cpu(r.cpu, r.online, r.package_id, die, core, node, sib,
+                              r.hotpluggable)
         for c in cpus.values():
             if c.node is not None:
                 node_sets[c.node] = node_sets.get(c.node, frozenset()) | {c.cpu}

@@ -69,11 +69,14 @@ def read_cpu(fs: HostFS, cpu: int, *, online_list: frozenset[int]) -> RawCpu:
     online = cpu_online(fs, cpu, online_list=online_list)
     node = cpu_node(fs, cpu)
     topo = f"{base}/topology"
+    # No cpuN/online file: the kernel cannot take this CPU offline (cpu0).
+    hotpluggable = fs.exists(f"{base}/online")
     if not fs.is_dir(topo):
-        return RawCpu(cpu=cpu, online=online, node=node)
+        return RawCpu(cpu=cpu, online=online, node=node, hotpluggable=hotpluggable)
     return RawCpu(
         cpu=cpu,
         online=online,
+        hotpluggable=hotpluggable,
         package_id=_level_id(fs, f"{topo}/physical_package_id"),
         die_id=_level_id(fs, f"{topo}/die_id"),
         core_id=fs.read_int(f"{topo}/core_id", default=None),
