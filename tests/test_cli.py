@@ -17,6 +17,39 @@ TR_CFG = EXAMPLES / "threadripper-5975wx.cfg"
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(scope="module")
+def tr_host(tmp_path_factory):
+    import hostgen
+    return hostgen.build_host(tmp_path_factory.mktemp("tr"), hostgen.threadripper_5975wx())
+
+
+@pytest.fixture(autouse=True)
+def libvirt_in_step(tmp_path, monkeypatch, tr_host):
+    """libvirt's test driver with the example's VMs defined and in step, so
+    that the outputs below speak of the config alone."""
+    import libvirt
+
+    from kvmrt.config.file import load_config
+    from kvmrt.host import HostFS, read_host
+    from kvmrt.libvirt_sync.domxml import apply_config
+    from kvmrt.placement import place
+
+    topo = read_host(HostFS(tr_host)).topology
+    domains = []
+    for vm in load_config(str(TR_CFG)).vms:
+        base = (f"<domain type='test'><name>{vm.name}</name><uuid>{vm.uuid}</uuid>"
+                "<memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
+                "<devices/></domain>")
+        domains.append(apply_config(base, place(vm, topo)))
+    node = tmp_path / "node.xml"
+    node.write_text("<node>" + "".join(domains) + "</node>")
+    uri = f"test://{node}"
+    conn = libvirt.open(uri)  # fails here, not in the tools, if the file is wrong
+    conn.close()
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", uri)
+    return uri
+
+
 def run(tool: str, *args: str, root: Path | None = None, check: int | None = 0):
     env = dict(os.environ)
     env.pop("KVMRT_FSROOT", None)

@@ -66,3 +66,16 @@ class IniFormatError(KvmrtError, ValueError):
         self.text = text
         self.reason = reason
         super().__init__(f"cannot write {kind} {text!r}: {reason}")
+
+
+class DomainXmlError(KvmrtError, ValueError):
+    """A libvirt domain XML that kvmrt cannot work on: not well-formed, not a
+    ``<domain>``, or an element kvmrt reads holds a value it cannot parse.
+    ``reason`` says what is wrong; ``line`` is the line of the XML text where
+    it is, when known."""
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        where = f"domain XML, line {line}" if line else "domain XML"
+        super().__init__(f"{where}: {reason}")

@@ -12,7 +12,8 @@ errors   syntax, bad-uuid, unknown-attribute, bad-value, missing-name,
          rt-all-cpus, offline-refused, pci-shared, iommu-split,
          topology-mismatch, vcpus-below-one
 warnings rt-multi-node, node-shared, rt-numatune, numatune-shared,
-         pci-remote-node, undersupplied, offline-cpus
+         pci-remote-node, undersupplied, offline-cpus,
+         not-defined, out-of-step, libvirt-autostart (with libvirt's domains)
 
 A VM with a malformed value gets only its load error: the rules that depend
 on placement would repeat it. ``numatune-shared`` looks only at VMs with an
@@ -22,12 +23,16 @@ the cpuset, which ``node-shared`` already reports.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
 from kvmrt.config.model import AUTO, VmConfig
 from kvmrt.config.sets import format_ids
 from kvmrt.errors import UnknownHostObject
 from kvmrt.host.model import Host
+from kvmrt.libvirt_sync.domains import Domain
+from kvmrt.libvirt_sync.domxml import apply_config
 from kvmrt.placement import Placement, place
 
 
@@ -52,11 +57,14 @@ class _Report:
 
 
 def validate(config: Config, host: Host, *, include_disabled: bool = False,
-             names: tuple[str, ...] = ()) -> list[diag.Diagnostic]:
+             names: tuple[str, ...] = (),
+             domains: Mapping[str, Domain] | None = None) -> list[diag.Diagnostic]:
     """All diagnostics of the config on this host, sorted by line.
 
     With ``names``, cross-VM rules still look at every active VM, but only
     diagnostics that concern a named VM (or no VM at all) are returned.
+    ``domains`` (libvirt's domains by lower-case UUID) adds the libvirt
+    rules.
     """
     chosen = {id(vm) for vm in config.active(include_disabled=include_disabled)}
     chosen |= {id(vm) for vm in config.select(names)} if names else set()
@@ -69,6 +77,8 @@ def validate(config: Config, host: Host, *, include_disabled: bool = False,
         p = _check_vm(vm, host, report)
         if p is not None:
             placements[vm.uuid] = p
+            if domains is not None:
+                _check_libvirt(p, domains.get(vm.uuid.lower()), report)
     _check_cross(list(placements.values()), host, report)
     found = config.problems + report.items
     if names:
@@ -169,6 +179,20 @@ def _check_rt(p: Placement, host: Host, report: _Report) -> None:
     elif nodes and p.numatune <= set(host.topology.nodes) and not p.numatune <= nodes:
         report.warning("rt-numatune", f"numatune nodes {format_ids(p.numatune - nodes)} are "
                        f"not among the cpuset's nodes {format_ids(nodes)}", vm, "numatune")
+
+
+def _check_libvirt(p: Placement, domain: Domain | None, report: _Report) -> None:
+    vm = p.vm
+    if domain is None:
+        report.warning("not-defined", f"no libvirt domain has UUID {vm.uuid}; define it "
+                       "(virt-install, virt-manager) or fix the section header", vm, None)
+        return
+    if apply_config(domain.xml, p) != domain.xml:  # the name is part of the XML
+        report.warning("out-of-step", f"libvirt's XML of domain {domain.name!r} differs from "
+                       "the config; run kvmrt-sync-config (-q shows the diff)", vm, None)
+    if domain.autostart:
+        report.warning("libvirt-autostart", "libvirt's own autostart is on, so the VM would "
+                       f"boot untuned; run: virsh autostart --disable {domain.name}", vm, None)
 
 
 def _check_unpluggable(p: Placement, host: Host, report: _Report) -> None:

@@ -6,23 +6,33 @@ import sys
 
 import click
 
+from kvmrt import diagnostics as diag
 from kvmrt.commands import common
 from kvmrt.validate import validate
 
 
 @common.command
 @common.file_option
+@common.connect_option
 @common.all_option
 @common.json_option
 @common.vms_argument
-def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str, ...]) -> None:
-    """Validate each VM of the config and the combination of VMs.
+def main(path: str | None, uri: str | None, include_disabled: bool, as_json: bool,
+         vms: tuple[str, ...]) -> None:
+    """Validate each VM of the config and the combination of VMs, and
+    compare them with libvirt's domains.
 
     Prints one line per problem, FILE:LINE: error|warning: VM: attribute:
-    message, then a summary. Exits 1 when there is any error, else 0.
+    message, then a summary. Exits 1 when there is any error, else 0. When
+    libvirt cannot be reached its checks are skipped with a warning.
     """
     config = common.load(path)
-    found = validate(config, common.host(), include_disabled=include_disabled, names=vms)
+    domains, unreachable = common.libvirt_domains(uri)
+    found = validate(config, common.host(), include_disabled=include_disabled, names=vms,
+                     domains=domains)
+    if unreachable:
+        found.append(diag.warning("libvirt-unreachable",
+                                  f"libvirt checks skipped: {unreachable}", file=config.path))
     errors = sum(d.is_error for d in found)
     warnings = len(found) - errors
     if as_json:

@@ -1,0 +1,56 @@
+"""kvmrt-import: add libvirt domains to the config."""
+
+from __future__ import annotations
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.config.file import Config, editing, write_config
+from kvmrt.libvirt_sync.connection import connect
+from kvmrt.libvirt_sync.domains import Domain, Domains
+from kvmrt.libvirt_sync.importer import check_still_valid, import_domains
+from kvmrt.libvirt_sync.sync import NoSuchDomain
+
+
+@common.command
+@common.file_option
+@common.connect_option
+@click.option("-u", "--update", is_flag=True,
+              help="Update VMs already in the config from libvirt.")
+@click.argument("names", nargs=-1, metavar="[DOMAIN]...")
+def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]) -> None:
+    """Add libvirt domains (all by default, or the named ones: names or
+    UUIDs) to the config, with defaults for everything libvirt does not
+    say. Domains already in the config are skipped unless -u, which takes
+    name, title, description, vCPUs, topology and PCI devices from libvirt.
+    Creates the config file if it does not exist.
+    """
+    common.require_root("kvmrt-import")
+    host = common.host()
+    domains = Domains(connect(uri))
+    chosen = _choose(domains, names)
+    with editing(path or common.DEFAULT_PATH, create=True) as config:
+        before = Config(config.path, list(config.vms), config.problems)
+        result = import_domains(config, chosen, host, update=update)
+        if result.added or result.updated:
+            check_still_valid(before, config, host)
+            write_config(config)
+    for word, names_ in (("added", result.added), ("updated", result.updated),
+                         ("unchanged", result.unchanged),
+                         ("skipped (already in the config; -u updates)", result.skipped)):
+        for name in names_:
+            click.echo(f"{name}: {word}")
+    if not chosen:
+        click.echo("libvirt has no persistent domains to import")
+
+
+def _choose(domains: Domains, names: tuple[str, ...]) -> list[Domain]:
+    if not names:
+        return domains.all()
+    chosen = []
+    for name in names:
+        found = domains.by_name(name) or domains.by_uuid(name)
+        if found is None:
+            raise NoSuchDomain(name)
+        chosen.append(found)
+    return chosen

@@ -1,0 +1,78 @@
+"""kvmrt-sync-config: write the config into libvirt, or (-r) the other way."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.config.file import Config, editing, write_config
+from kvmrt.libvirt_sync.connection import connect
+from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.libvirt_sync.importer import check_still_valid, sync_from_libvirt
+from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
+
+
+@common.command
+@common.file_option
+@common.connect_option
+@common.all_option
+@click.option("-r", "--reverse", is_flag=True,
+              help="Take name, title, description, vCPUs, topology and PCI devices "
+                   "from libvirt into the config.")
+@click.option("-q", "--query", is_flag=True,
+              help="Change nothing; list each VM out of step with a diff (exit 1 if any).")
+@common.vms_argument
+def main(path: str | None, uri: str | None, include_disabled: bool, reverse: bool,
+         query: bool, vms: tuple[str, ...]) -> None:
+    """Keep the config and libvirt's domain XML in step.
+
+    By default writes what kvmrt owns in each VM's domain XML (name, title,
+    description, vCPUs, topology, pinning, numatune, locked memory, hidden
+    KVM, PCI hostdevs); everything else in the XML stays as it is. Refuses
+    a config with validation errors.
+    """
+    if not query:
+        common.require_root("changing libvirt or the config")
+    if reverse:
+        outcomes = _from_libvirt(path, uri, include_disabled, query, vms)
+    else:
+        outcomes = _to_libvirt(path, uri, include_disabled, query, vms)
+    report(outcomes, query=query)
+
+
+def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
+    config, host = common.load(path), common.host()
+    common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
+    selected = config.select(vms, include_disabled=include_disabled)
+    return sync_to_libvirt(selected, host.topology, Domains(connect(uri)), query=query)
+
+
+def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
+    host = common.host()
+    with editing(path or common.DEFAULT_PATH) as config:
+        before = Config(config.path, list(config.vms), config.problems)
+        selected = config.select(vms, include_disabled=include_disabled)
+        outcomes = sync_from_libvirt(config, selected, host, Domains(connect(uri)),
+                                     query=query)
+        if any(o.status == "updated" for o in outcomes):
+            check_still_valid(before, config, host)
+            write_config(config)
+    return outcomes
+
+
+def report(outcomes: list[Outcome], *, query: bool) -> None:
+    """One line per VM (diffs below), then exit 1 on failure or, with -q,
+    when anything is out of step."""
+    for o in outcomes:
+        if o.status == "failed":
+            click.echo(f"{o.vm}: failed: {'; '.join(o.messages)}", err=True)
+            continue
+        click.echo(f"{o.vm}: {o.status}")
+        if o.diff:
+            click.echo(o.diff, nl=not o.diff.endswith("\n"))
+        for message in o.messages:
+            click.echo(f"warning: {message}", err=True)
+    bad = {"failed", "out of step"} if query else {"failed"}
+    sys.exit(1 if any(o.status in bad for o in outcomes) else 0)

@@ -1,0 +1,102 @@
+"""libvirt's domains, as kvmrt needs them: looked up by UUID, their
+persistent XML, autostart and state; define and rename.
+
+A kvmrt VM is tied to its libvirt domain by UUID (the section header), so a
+rename in either place never loses the link. libvirt errors become
+:class:`LibvirtError` naming the domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+
+from kvmrt.libvirt_sync.connection import LibvirtError
+
+# libvirt's words for domain states, as virsh prints them.
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "idle",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "in shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A snapshot of one libvirt domain."""
+
+    uuid: str
+    name: str
+    xml: str          # persistent (inactive) XML
+    autostart: bool
+    state: str
+    persistent: bool
+
+    @property
+    def shut_off(self) -> bool:
+        return self.state == "shut off"
+
+
+class Domains:
+    """The domains of one libvirt connection."""
+
+    def __init__(self, conn: libvirt.virConnect) -> None:
+        self.conn = conn
+
+    def all(self) -> list[Domain]:
+        """Every persistent domain, sorted by name."""
+        found = [self._snapshot(d) for d in self._call("list domains", self.conn.listAllDomains)]
+        return sorted((d for d in found if d.persistent), key=lambda d: d.name)
+
+    def by_uuid(self, uuid: str) -> Domain | None:
+        dom = self._lookup(uuid)
+        return self._snapshot(dom) if dom is not None else None
+
+    def by_name(self, name: str) -> Domain | None:
+        try:
+            return self._snapshot(self.conn.lookupByName(name))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise LibvirtError(f"domain {name}", str(exc)) from exc
+
+    def define(self, xml: str, name: str) -> Domain:
+        dom = self._call(f"define domain {name}", self.conn.defineXML, xml)
+        return self._snapshot(dom)
+
+    def rename(self, uuid: str, new_name: str) -> None:
+        dom = self._lookup(uuid)
+        if dom is None:
+            raise LibvirtError(f"domain {uuid}", "no longer defined in libvirt")
+        self._call(f"rename domain {dom.name()} to {new_name}", dom.rename, new_name, 0)
+
+    def _lookup(self, uuid: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_INVALID_ARG):
+                return None
+            raise LibvirtError(f"domain {uuid}", str(exc)) from exc
+
+    def _snapshot(self, dom: libvirt.virDomain) -> Domain:
+        name = dom.name()
+        state, _reason = self._call(f"state of domain {name}", dom.state)
+        return Domain(
+            uuid=dom.UUIDString(), name=name,
+            xml=self._call(f"XML of domain {name}", dom.XMLDesc,
+                           libvirt.VIR_DOMAIN_XML_INACTIVE),
+            autostart=bool(self._call(f"autostart of domain {name}", dom.autostart)),
+            state=STATES.get(state, "unknown"), persistent=bool(dom.isPersistent()))
+
+    @staticmethod
+    def _call(what: str, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise LibvirtError(what, str(exc).splitlines()[0] if str(exc) else "failed") from exc

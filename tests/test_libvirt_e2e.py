@@ -1,0 +1,210 @@
+"""End to end with a real libvirtd (QEMU driver, qemu:///system).
+
+The tools run as installed commands against throwaway domains under unique
+names, which are always undefined afterwards. libvirtd is started when it is
+not running (scripts/start-libvirtd) and only what was started is stopped.
+The host is this machine's real /sys; nothing here starts a VM or changes
+the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+URI = "qemu:///system"
+
+
+def sh(*cmd: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def libvirtd():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run libvirtd with the QEMU driver")
+    try:
+        started = sh(str(ROOT / "scripts/start-libvirtd")).stdout.split()
+    except (AssertionError, FileNotFoundError) as exc:
+        pytest.skip(f"libvirtd cannot be started here: {exc}")
+    yield URI
+    for pid in reversed(started):
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def domain(libvirtd, tmp_path):
+    """Define throwaway domains; undefine them whatever happens."""
+    made: list[str] = []
+
+    def define(vcpus: int = 1, title: str = "") -> tuple[str, str]:
+        name, uid = f"kvmrt-test-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+        kind = "kvm" if os.path.exists("/dev/kvm") else "qemu"
+        xml = tmp_path / f"{name}.xml"
+        xml.write_text(
+            f"<domain type='{kind}'><name>{name}</name><uuid>{uid}</uuid>"
+            + (f"<title>{title}</title>" if title else "")
+            + f"<memory unit='MiB'>64</memory><vcpu>{vcpus}</vcpu>"
+            "<os><type arch='x86_64'>hvm</type></os><devices/></domain>")
+        sh("virsh", "-c", libvirtd, "define", str(xml))
+        made.append(name)
+        return name, uid
+
+    yield define
+    for name in made:
+        sh("virsh", "-c", URI, "undefine", name, check=False)
+
+
+def kvmrt(tool: str, *args: str, check: int | None = 0, input: str | None = None, **env: str):
+    full = {**os.environ, "LIBVIRT_DEFAULT_URI": URI, **env}
+    full.pop("KVMRT_FSROOT", None)
+    proc = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True,
+                          env=full, timeout=120, input=input)
+    if check is not None:
+        assert proc.returncode == check, (proc.stdout, proc.stderr)
+    return proc
+
+
+def dumpxml(name: str) -> str:
+    return sh("virsh", "-c", URI, "dumpxml", "--inactive", name).stdout
+
+
+def editor(tmp_path: Path, *sed: str) -> str:
+    """A non-interactive EDITOR: a script that applies sed expressions."""
+    script = tmp_path / f"editor-{len(list(tmp_path.glob('editor-*')))}"
+    exprs = " ".join(f"-e {shlex.quote(e)}" for e in sed)
+    script.write_text(f"#!/bin/sh\nsed -i {exprs} \"$1\"\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_import_edit_sync_and_back(domain, tmp_path):
+    name, uid = domain(vcpus=1, title="first title")
+    cfg = tmp_path / "kvmrt.cfg"
+    out = kvmrt("kvmrt-import", "-f", str(cfg), name).stdout
+    assert out == f"{name}: added\n"
+    assert cfg.read_text() == f"[{uid}]\nname = {name}\ntitle = first title\n"
+    assert f"{name}: skipped" in kvmrt("kvmrt-import", "-f", str(cfg), name).stdout
+
+    # Edit through a scripted EDITOR: pin to CPU 1 and hide KVM; it syncs libvirt.
+    ed = editor(tmp_path, "s/^title = .*/&\\ncpuset = 1\\nhide_kvm = yes/")
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR=ed)
+    assert f"{cfg}: saved" in out.stdout and f"{name}: updated" in out.stdout
+    xml = dumpxml(name)
+    assert "<vcpupin vcpu='0' cpuset='1'/>" in xml
+    assert "<hidden state='on'/>" in xml
+    xml_file = tmp_path / "dump.xml"
+    xml_file.write_text(xml)
+    sh("virt-xml-validate", str(xml_file), "domain")
+
+    assert kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q").stdout == f"{name}: in step\n"
+    # A change made with virsh: -q sees it, -r takes it into the config.
+    sh("virsh", "-c", URI, "desc", name, "--config", "--title", "new title")
+    q = kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q", "-r", check=1)
+    assert "-title = first title" in q.stdout and "+title = new title" in q.stdout
+    kvmrt("kvmrt-sync-config", "-f", str(cfg), "-r")
+    assert "title = new title\n" in cfg.read_text()
+    assert kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q").returncode == 0
+
+
+def test_config_change_is_out_of_step_until_synced(domain, tmp_path):
+    name, uid = domain(vcpus=1)
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{uid}]\nname = {name}\nnr_vcpus = 2\n")
+    q = kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q", check=1)
+    assert f"{name}: out of step" in q.stdout and "+  <vcpu placement='static'>2</vcpu>" in \
+        q.stdout.replace("\n+  <vcpu", "\n+  <vcpu")
+    kvmrt("kvmrt-sync-config", "-f", str(cfg))
+    assert "<vcpu placement='static'>2</vcpu>" in dumpxml(name)
+    assert "<topology sockets='1'" in dumpxml(name)
+    kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q")
+
+
+def test_validate_config_sees_libvirt(domain, tmp_path):
+    name, uid = domain()
+    sh("virsh", "-c", URI, "autostart", name)
+    missing = str(uuid.uuid4())
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{uid}]\nname = {name}\n\n[{missing}]\nname = gone\n")
+    out = kvmrt("kvmrt-validate-config", "-f", str(cfg)).stdout
+    assert f"{cfg}:1: warning: {name}: libvirt's XML of domain '{name}' differs" in out
+    assert f"{cfg}:1: warning: {name}: libvirt's own autostart is on" in out
+    assert f"{cfg}:4: warning: gone: no libvirt domain has UUID {missing}" in out
+
+
+def test_vanished_domain_and_rename_clash(domain, tmp_path):
+    name, uid = domain()
+    other, _ = domain()
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{uid}]\nname = {other}\n")
+    out = kvmrt("kvmrt-sync-config", "-f", str(cfg), check=1)
+    assert f"cannot rename domain '{name}' to '{other}': another domain" in out.stderr
+    cfg.write_text(f"[{uid}]\nname = {name}-renamed\n")
+    kvmrt("kvmrt-sync-config", "-f", str(cfg))
+    assert sh("virsh", "-c", URI, "domname", uid).stdout.strip() == f"{name}-renamed"
+    sh("virsh", "-c", URI, "undefine", f"{name}-renamed")
+    out = kvmrt("kvmrt-sync-config", "-f", str(cfg), check=1)
+    assert f"no libvirt domain has UUID {uid}" in out.stderr
+
+
+def test_edit_refuses_when_the_file_changed_meanwhile(domain, tmp_path):
+    name, uid = domain()
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{uid}]\nname = {name}\n")
+    # The "editor" edits its copy and, meanwhile, someone changes the file.
+    ed = tmp_path / "sneaky"
+    ed.write_text(f"#!/bin/sh\necho 'title = mine' >> \"$1\"\n"
+                  f"echo 'comments = theirs' >> {cfg}\n")
+    ed.chmod(0o755)
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), check=1, EDITOR=str(ed))
+    assert "changed on disk while you were editing; not overwritten" in out.stderr
+    kept = out.stderr.rsplit("kept at ", 1)[1].strip()
+    assert "title = mine" in Path(kept).read_text()
+    assert cfg.read_text() == f"[{uid}]\nname = {name}\ncomments = theirs\n"
+    os.unlink(kept)
+
+
+def test_edit_with_errors_then_quit_or_fix(domain, tmp_path):
+    name, uid = domain()
+    cfg = tmp_path / "kvmrt.cfg"
+    original = f"[{uid}]\nname = {name}\n"
+    cfg.write_text(original)
+    bad = editor(tmp_path, "s/^name = .*/&\\ncpuset = 99/")
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), check=1, EDITOR=bad, input="q\n")
+    assert "CPU 99 does not exist" in out.stderr and "quit without saving" in out.stderr
+    assert cfg.read_text() == original
+    # Answer 'e': the editor's second run fixes the mistake of its first.
+    fix = tmp_path / "fix"
+    fix.write_text(f"#!/bin/sh\nif [ -e {tmp_path}/ran ]; then sed -i s/99/1/ \"$1\"; "
+                   f"else touch {tmp_path}/ran; echo 'cpuset = 99' >> \"$1\"; fi\n")
+    fix.chmod(0o755)
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR=str(fix), input="e\n")
+    assert cfg.read_text() == original + "cpuset = 1\n"
+    assert "<vcpupin vcpu='0' cpuset='1'/>" in dumpxml(name)
+    # Unchanged edit: nothing happens.
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR="true")
+    assert out.stdout == "no changes\n"
+
+
+def test_unreachable_libvirt_is_one_clear_line(tmp_path):
+    cfg = tmp_path / "k.cfg"
+    proc = kvmrt("kvmrt-import", "-f", str(cfg), "-c",
+                 "qemu+unix:///system?socket=/nonexistent/sock", check=1)
+    assert len(proc.stderr.splitlines()) == 1 and "cannot connect to libvirt" in proc.stderr
+    assert not cfg.exists()
