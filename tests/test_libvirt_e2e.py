@@ -191,7 +191,7 @@ def test_edit_with_errors_then_quit_or_fix(domain, tmp_path):
     assert cfg.read_text() == original
     # Answer 'e': the editor's second run fixes the mistake of its first.
     fix = tmp_path / "fix"
-    fix.write_text(f"#!/bin/sh\nif [ -e {tmp_path}/ran ]; then sed -i s/99/1/ \"$1\"; "
+    fix.write_text(f"#!/bin/sh\nif [ -e {tmp_path}/ran ]; then sed -i 's/cpuset = 99/cpuset = 1/' \"$1\"; "
                    f"else touch {tmp_path}/ran; echo 'cpuset = 99' >> \"$1\"; fi\n")
     fix.chmod(0o755)
     out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR=str(fix), input="e\n")

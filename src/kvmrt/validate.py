@@ -100,15 +100,20 @@ def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
     if vm.rt:
         _check_rt(p, host, report)
         _check_unpluggable(p, host, report)
-    elif p.cpuset - p.usable_cpus:
-        report.warning("offline-cpus", f"CPUs {format_ids(p.cpuset - p.usable_cpus)} of the "
-                       "cpuset are offline and are not used", vm, "cpuset")
-    elif p.cpuset and len(p.usable_cpus) < p.nr_vcpus:
-        report.warning(
-            "undersupplied", f"{p.nr_vcpus} vCPUs on {len(p.usable_cpus)} CPUs "
-            f"({format_ids(p.usable_cpus)}): vCPUs will share CPUs", vm, "cpuset")
+    else:
+        _check_non_rt(p, report)
     _check_pci_nodes(p, host, report)
     return p
+
+
+def _check_non_rt(p: Placement, report: _Report) -> None:
+    if p.cpuset - p.usable_cpus:
+        report.warning("offline-cpus", f"CPUs {format_ids(p.cpuset - p.usable_cpus)} of the "
+                       "cpuset are offline and are not used", p.vm, "cpuset")
+    if p.cpuset and len(p.usable_cpus) < p.nr_vcpus:
+        report.warning(
+            "undersupplied", f"{p.nr_vcpus} vCPUs on {len(p.usable_cpus)} CPUs "
+            f"({format_ids(p.usable_cpus)}): vCPUs will share CPUs", p.vm, "cpuset")
 
 
 def _check_numatune_nodes(vm: VmConfig, host: Host, report: _Report) -> None:

@@ -58,11 +58,11 @@ connect_option = click.option(
 vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...")
 
 
-def require_root(what: str) -> None:
+def require_root() -> None:
     """Tools that change the host or libvirt refuse to run without root,
     before changing anything (SPEC 5)."""
     if os.geteuid() != 0:
-        fail(f"{what} needs root; run it with sudo")
+        fail("this changes the host or libvirt and needs root; run it with sudo")
 
 
 def load(path: str | None) -> Config:
@@ -86,6 +86,63 @@ def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | No
         return {d.uuid.lower(): d for d in Domains(connect(uri)).all()}, None
     except LibvirtError as exc:
         return None, str(exc)
+
+
+def refuse_broken_file(config: Config) -> None:
+    """A tool that rewrites the file refuses one with load errors: the lines
+    it cannot read would be lost."""
+    errors = [p for p in config.problems if p.is_error]
+    for d in errors:
+        click.echo(d.format(), err=True)
+    if errors:
+        fail(f"{config.path}: fix these {len(errors)} error(s) first (kvmrt-edit-config); "
+             "rewriting the file would lose those lines")
+
+
+def refuse_running(config: Config, running: set[str]) -> None:
+    """--clean: nothing starts while any VM of the config runs."""
+    names = [vm.label for vm in config.vms if vm.uuid.lower() in running]
+    if names:
+        fail(f"--clean: VMs of the config are running ({', '.join(names)}); nothing started")
+
+
+def print_actions(actions: list, *, verbose: bool, indent: str = "  ") -> None:
+    from kvmrt.tuning.model import summarize
+
+    if verbose:
+        for a in actions:
+            click.echo(f"{indent}{a.describe()}")
+    elif actions:
+        click.echo(f"{indent}changed: {summarize(actions)}")
+
+
+def print_recovery(result: Any) -> None:
+    """What recovery after an interrupted kvmrt put back."""
+    if result.actions:
+        click.echo(f"recovered: restored {len(result.actions)} settings left by an "
+                   "interrupted kvmrt or a VM stopped without kvmrt-shutdown")
+    for line in result.refused + result.failed:
+        click.echo(f"warning: {line}", err=True)
+
+
+def print_restored(result: Any) -> None:
+    if result.actions:
+        click.echo("host: restored")
+        print_actions(result.actions, verbose=False)
+    for line in result.notes + result.refused + result.failed:
+        click.echo(f"  note: {line}")
+
+
+def print_results(results: list, *, verbose: bool) -> None:
+    """One line per VM, its host changes, then notes; errors on stderr."""
+    for r in results:
+        if r.error:
+            click.echo(f"{r.name}: failed: {r.error}", err=True)
+        else:
+            click.echo(f"{r.name}: {r.status}")
+        print_actions(r.actions, verbose=verbose)
+        for note in r.notes:
+            click.echo(f"  note: {note}")
 
 
 def host() -> Host:

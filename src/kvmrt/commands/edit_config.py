@@ -32,7 +32,7 @@ def main(path: str | None, uri: str | None) -> None:
     is overwritten and the edited copy is kept. Quitting without changes
     changes nothing.
     """
-    common.require_root("kvmrt-edit-config")
+    common.require_root()
     target = path or common.DEFAULT_PATH
     original = inifile.read_config(target) if os.path.lexists(target) else ""
     host = common.host()
@@ -62,7 +62,8 @@ def _edit_until_valid(copy: str, original: str, target: str,
         if text == original:
             return None, original
         config = parse_config(text, target)
-        found = validate(config, host)
+        # Disabled VMs too: a config with errors is never saved (SPEC 4).
+        found = validate(config, host, include_disabled=True)
         for d in found:
             click.echo(d.format().replace(target, copy, 1), err=True)
         if not any(d.is_error for d in found):

@@ -25,11 +25,12 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
     name, title, description, vCPUs, topology and PCI devices from libvirt.
     Creates the config file if it does not exist.
     """
-    common.require_root("kvmrt-import")
+    common.require_root()
     host = common.host()
     domains = Domains(connect(uri))
     chosen = _choose(domains, names)
     with editing(path or common.DEFAULT_PATH, create=True) as config:
+        common.refuse_broken_file(config)
         before = Config(config.path, list(config.vms), config.problems)
         result = import_domains(config, chosen, host, update=update)
         if result.added or result.updated:

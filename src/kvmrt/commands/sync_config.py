@@ -34,7 +34,7 @@ def main(path: str | None, uri: str | None, include_disabled: bool, reverse: boo
     a config with validation errors.
     """
     if not query:
-        common.require_root("changing libvirt or the config")
+        common.require_root()
     if reverse:
         outcomes = _from_libvirt(path, uri, include_disabled, query, vms)
     else:
@@ -51,11 +51,16 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
 
 def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     host = common.host()
+    if query:
+        config = common.load(path)
+        selected = config.select(vms, include_disabled=include_disabled)
+        return sync_from_libvirt(config, selected, host, Domains(connect(uri)), query=True)
     with editing(path or common.DEFAULT_PATH) as config:
+        common.refuse_broken_file(config)
         before = Config(config.path, list(config.vms), config.problems)
         selected = config.select(vms, include_disabled=include_disabled)
         outcomes = sync_from_libvirt(config, selected, host, Domains(connect(uri)),
-                                     query=query)
+                                     query=False)
         if any(o.status == "updated" for o in outcomes):
             check_still_valid(before, config, host)
             write_config(config)

@@ -143,8 +143,13 @@ class VmConfig:
         return self.lines.get(attr, self.line) if attr else self.line
 
     def with_values(self, **changes: Any) -> "VmConfig":
-        """A copy with some attributes set (they will be written to the file)."""
-        return replace(self, values={**self.values, **changes})
+        """A copy with some attributes set (they will be written to the file);
+        a text attribute set to "" is dropped instead of written empty."""
+        values = {**self.values, **changes}
+        for key, value in changes.items():
+            if value == "" and ATTRIBUTES[key].default == "":
+                del values[key]
+        return replace(self, values=values)
 
 
 def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[diag.Diagnostic]]:

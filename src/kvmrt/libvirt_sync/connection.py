@@ -1,7 +1,7 @@
 """The one way kvmrt reaches libvirt: a connection opened from a URI.
 
-Without a URI, libvirt's own default applies (``LIBVIRT_DEFAULT_URI``, else
-``qemu:///system`` for root). Failures to connect become
+Without a URI, ``LIBVIRT_DEFAULT_URI`` applies, else ``qemu:///system``
+(SPEC 5). Failures to connect become
 :class:`LibvirtUnreachable` with a line that says what to do.
 """
 

@@ -71,10 +71,41 @@ class Domains:
         return self._snapshot(dom)
 
     def rename(self, uuid: str, new_name: str) -> None:
+        dom = self._must(uuid)
+        self._call(f"rename domain {dom.name()} to {new_name}", dom.rename, new_name, 0)
+
+    def start(self, uuid: str) -> None:
+        self._call(f"start domain {self._name(uuid)}", self._must(uuid).create)
+
+    def shutdown(self, uuid: str) -> None:
+        """Ask the guest to shut down (ACPI); it may take its time or ignore it."""
+        self._call(f"shut down domain {self._name(uuid)}", self._must(uuid).shutdown)
+
+    def destroy(self, uuid: str) -> None:
+        """Power the domain off at once."""
+        self._call(f"power off domain {self._name(uuid)}", self._must(uuid).destroy)
+
+    def state(self, uuid: str) -> str:
+        dom = self._lookup(uuid)
+        if dom is None:
+            return "undefined"
+        state, _reason = self._call(f"state of domain {dom.name()}", dom.state)
+        return STATES.get(state, "unknown")
+
+    def running_uuids(self) -> set[str]:
+        flags = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        return {d.UUIDString().lower()
+                for d in self._call("list running domains", self.conn.listAllDomains, flags)}
+
+    def _must(self, uuid: str) -> libvirt.virDomain:
         dom = self._lookup(uuid)
         if dom is None:
             raise LibvirtError(f"domain {uuid}", "no longer defined in libvirt")
-        self._call(f"rename domain {dom.name()} to {new_name}", dom.rename, new_name, 0)
+        return dom
+
+    def _name(self, uuid: str) -> str:
+        dom = self._lookup(uuid)
+        return dom.name() if dom is not None else uuid
 
     def _lookup(self, uuid: str) -> libvirt.virDomain | None:
         try:

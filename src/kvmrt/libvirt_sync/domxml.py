@@ -144,6 +144,10 @@ def _set_vcpu(domain: etree._Element, count: int) -> None:
     current = vcpu.get("current")
     if current is not None and (not current.strip().isdigit() or int(current) > count):
         tree.drop_attr(vcpu, "current")
+    # <vcpu cpuset=...> is a default pinning: kvmrt owns pinning (an empty
+    # cpuset means not pinned at all), so it goes.
+    if vcpu.get("cpuset") is not None:
+        tree.drop_attr(vcpu, "cpuset")
 
 
 def _set_numatune(domain: etree._Element, nodes: frozenset[int] | None) -> None:

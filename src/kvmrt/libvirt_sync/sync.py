@@ -29,8 +29,9 @@ class NotDefined(KvmrtError):
 
     def __init__(self, vm: VmConfig) -> None:
         self.vm = vm
+        # Reported next to the VM's name, so the message does not repeat it.
         super().__init__(
-            f"{vm.label}: no libvirt domain has UUID {vm.uuid}; define the domain first "
+            f"no libvirt domain has UUID {vm.uuid}; define the domain first "
             "(virt-install, virt-manager) or fix the section header")
 
 
@@ -41,8 +42,7 @@ class NoSuchDomain(KvmrtError):
 
 class RenameRefused(KvmrtError):
     def __init__(self, vm: VmConfig, domain: Domain, reason: str) -> None:
-        super().__init__(f"{vm.label}: cannot rename domain {domain.name!r} to "
-                         f"{vm.name!r}: {reason}")
+        super().__init__(f"cannot rename domain {domain.name!r} to {vm.name!r}: {reason}")
 
 
 @dataclass(frozen=True)
