@@ -3,13 +3,18 @@
 Each host fixture returns the root ``Path`` of a freshly written sysfs tree
 below ``tmp_path``; read it with ``HostFS(root)`` (or set
 ``KVMRT_FSROOT``). Tests may change the tree (``HostFS(root).write``, delete
-files) to model a host state; every test gets its own copy.
+files) to model a host state; every test gets its own copy. Named hosts also
+carry runtime state (``/proc`` tasks and IRQs, the workqueue mask; see
+:mod:`hostgen`); ``big_host`` does not.
 
 Fixtures:
 
 - ``make_host(spec) -> Path``: build any :class:`hostgen.HostSpec`;
 - ``threadripper``: :func:`hostgen.threadripper_5975wx` (64 CPUs, 4 nodes,
-  PCI with IOMMU groups);
+  PCI with IOMMU groups; runtime state: tasks, IRQs, and the domain
+  ``RedHawk-8.4-RT`` running with vfio IRQ 200 for 0000:21:00.0);
+- ``threadripper_v1``: :func:`hostgen.threadripper_cgroup_v1` (the same,
+  with libvirt's cgroup v1 cpuset tree);
 - ``xeon``: :func:`hostgen.xeon_2s20c2t` (80 CPUs, 2 packages, core_id gaps);
 - ``small``: :func:`hostgen.small_4c1t` (4 CPUs, no SMT, no IOMMU);
 - ``offline_host``: :func:`hostgen.offline_4c2t` (CPUs 5 and 7 offline,
@@ -52,6 +57,11 @@ def make_host(tmp_path: Path) -> MakeHost:
 @pytest.fixture
 def threadripper(make_host: MakeHost) -> Path:
     return make_host(hostgen.threadripper_5975wx())
+
+
+@pytest.fixture
+def threadripper_v1(make_host: MakeHost) -> Path:
+    return make_host(hostgen.threadripper_cgroup_v1())
 
 
 @pytest.fixture

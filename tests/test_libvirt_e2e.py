@@ -9,6 +9,7 @@ the host.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -208,3 +209,66 @@ def test_unreachable_libvirt_is_one_clear_line(tmp_path):
                  "qemu+unix:///system?socket=/nonexistent/sock", check=1)
     assert len(proc.stderr.splitlines()) == 1 and "cannot connect to libvirt" in proc.stderr
     assert not cfg.exists()
+
+
+@pytest.fixture
+def real_vm(domain, tmp_path):
+    """A running disk-less QEMU/KVM domain booted by kvmrt-boot with
+    cpuset = 1; powered off and undefined afterwards."""
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm: cannot boot a real VM")
+    if len(os.sched_getaffinity(0) | {0, 1}) < 2 or not os.path.exists(
+            "/sys/devices/system/cpu/cpu1"):
+        pytest.skip("needs a CPU 1")
+    name, uid = domain(vcpus=1)
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{uid}]\nname = {name}\ncpuset = 1\nautostart = yes\n")
+    yield name, uid, cfg
+    sh("virsh", "-c", URI, "destroy", name, check=False)
+
+
+def test_boot_pins_a_real_vm_and_stat_shows_its_threads(real_vm):
+    name, uid, cfg = real_vm
+    out = kvmrt("kvmrt-boot", "-f", str(cfg))
+    assert f"{name}: started" in out.stdout
+    stat = json.loads(kvmrt("kvmrt-stat", "-f", str(cfg), "-t", "--json").stdout)[0]
+    assert stat["state"] == "running" and stat["tuning"] is None
+    vcpu = next(t for t in stat["threads"] if t["role"] == "vCPU 0")
+    assert vcpu["name"] == "CPU 0/KVM" and vcpu["affinity"] == [1]
+    assert any(t["role"] == "emulator" for t in stat["threads"])
+    text = kvmrt("kvmrt-stat", "-f", str(cfg), "-t").stdout
+    assert "CPU 0/KVM" in text
+    out = kvmrt("kvmrt-shutdown", "-f", str(cfg), "--force", "--timeout", "2", "-v")
+    assert f"{name}: did not stop within 2 s; powered off" in out.stdout
+    assert sh("virsh", "-c", URI, "domstate", name).stdout.strip() == "shut off"
+
+
+def test_shielding_the_real_host_never_moves_a_running_vm(real_vm, tmp_path, monkeypatch):
+    """Shield CPU 1 of this very host (as an rt VM there would) while a real
+    VM runs pinned to it: the VM's threads stay, a thread of ours moves to
+    CPU 0, and the release puts every IRQ and thread back exactly."""
+    from kvmrt.host import HostFS
+    from kvmrt.host.tasks import read_task, read_tasks
+    from kvmrt.tuning import engine
+    from kvmrt.tuning.model import TunedVm
+
+    name, uid, cfg = real_vm
+    kvmrt("kvmrt-boot", "-f", str(cfg))
+    monkeypatch.setenv("KVMRT_STATE_DIR", str(tmp_path / "state"))
+    fs = HostFS("/")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    irqs_before = {p.name: p.read_text() for p in Path("/proc/irq").glob("*/smp_affinity_list")}
+    vm_before = {t.tid: t.affinity for t in read_tasks(fs) if t.comm.startswith("CPU 0/KVM")}
+    shield = TunedVm(uid, name, shielded=frozenset({1}), offline=frozenset())
+    try:
+        result = engine.tune(fs, shield)
+        assert not result.failed, result.failed
+        assert read_task(fs, sleeper.pid, sleeper.pid).affinity == {0}
+        vm_now = {t.tid: t.affinity for t in read_tasks(fs) if t.comm.startswith("CPU 0/KVM")}
+        assert vm_now == vm_before and {1} in vm_now.values()
+    finally:
+        engine.release(fs, [uid])
+        sleeper.kill()
+        sleeper.wait()
+    irqs_after = {p.name: p.read_text() for p in Path("/proc/irq").glob("*/smp_affinity_list")}
+    assert irqs_after == irqs_before

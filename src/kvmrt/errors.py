@@ -79,3 +79,53 @@ class DomainXmlError(KvmrtError, ValueError):
         self.line = line
         where = f"domain XML, line {line}" if line else "domain XML"
         super().__init__(f"{where}: {reason}")
+
+
+class HostWriteError(KvmrtError):
+    """A host file (or a thread's affinity) could not be changed for a reason
+    kvmrt did not expect, or the kernel kept another value than the one
+    written. ``path`` names the file, ``reason`` says what happened."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class TaskVanished(KvmrtError):
+    """Thread ``tid`` exited (or its id now belongs to another thread) before
+    kvmrt could change it: an expected outcome on a live host."""
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+        super().__init__(f"thread {tid} has exited")
+
+
+class NotMovable(KvmrtError):
+    """The kernel binds thread ``tid`` to its CPU (PF_NO_SETAFFINITY:
+    migration/N, ksoftirqd/N, kworker/N:M...); it cannot be moved."""
+
+    def __init__(self, tid: int, comm: str) -> None:
+        self.tid = tid
+        self.comm = comm
+        super().__init__(f"thread {tid} ({comm}) is bound to its CPU by the kernel")
+
+
+class IrqRefused(KvmrtError):
+    """The kernel refused to change the affinity of IRQ ``irq`` (a managed
+    interrupt, or IRQ 0/2); ``reason`` is the kernel's answer."""
+
+    def __init__(self, irq: int, reason: str) -> None:
+        self.irq = irq
+        self.reason = reason
+        super().__init__(f"IRQ {irq}: the kernel refuses a new affinity ({reason})")
+
+
+class OfflineRefused(KvmrtError):
+    """The kernel cannot or will not take ``cpu`` offline (or bring it back
+    online); ``reason`` says why."""
+
+    def __init__(self, cpu: int, reason: str) -> None:
+        self.cpu = cpu
+        self.reason = reason
+        super().__init__(f"CPU {cpu}: {reason}")

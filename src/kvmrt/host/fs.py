@@ -146,14 +146,16 @@ class HostFS:
         """Write ``text`` to an existing kernel file in one ``write(2)``.
 
         sysfs treats each write call as one store, so the text is not split.
-        The file is never created: writing a file the kernel does not
-        provide fails with ``FileNotFoundError``, as it does on a real host.
+        A newline ends the text, as ``echo`` writes it (the kernel accepts
+        both, and a file read back then looks like the kernel's). The file
+        is never created: writing a file the kernel does not provide fails
+        with ``FileNotFoundError``, as it does on a real host.
         ``OSError`` s (EBUSY, EIO, EPERM...) propagate unchanged so that the
         caller can name the ones it expects.
         """
         fd = os.open(self.path(rel), os.O_WRONLY | os.O_TRUNC)
         try:
-            os.write(fd, text.encode())
+            os.write(fd, (text if text.endswith("\n") else text + "\n").encode())
         finally:
             os.close(fd)
 

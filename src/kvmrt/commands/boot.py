@@ -1,0 +1,64 @@
+"""kvmrt-boot: tune the host and boot VMs."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.host.fs import HostFS
+from kvmrt.host.tasks import read_tasks
+from kvmrt.libvirt_sync.connection import connect
+from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.lifecycle import boot_vm
+from kvmrt.tuning import engine, watcher
+
+
+@common.command
+@common.file_option
+@common.connect_option
+@common.all_option
+@click.option("--clean", is_flag=True,
+              help="Tolerate no error: if any VM of the config runs, start nothing (exit 1).")
+@click.option("--dry-run", is_flag=True, help="Print the actions; change nothing.")
+@common.vms_argument
+def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
+         dry_run: bool, vms: tuple[str, ...]) -> None:
+    """Validate the config, then tune the host and boot the autostart VMs
+    (all with --all, or the named ones), in config order.
+
+    For an rt VM: SMT siblings offline, its CPUs shielded from every other
+    thread and IRQ, vfio IRQs on its IRQ CPU; then the domain XML is synced
+    and the domain started. A VM that already runs is retuned (this repairs
+    disturbed tuning). Every change is journaled first and undone by
+    kvmrt-shutdown.
+    """
+    if not dry_run:
+        common.require_root()
+    config, host, fs = common.load(path), common.host(), HostFS()
+    common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
+    domains = Domains(connect(uri))
+    running = domains.running_uuids()
+    if clean:
+        common.refuse_running(config, running)
+    if not dry_run:
+        common.print_recovery(engine.recover(fs, running))
+    _warn_irqbalance(fs)
+    selected = [vm for vm in config.select(vms, include_disabled=include_disabled)
+                if vms or include_disabled or vm.autostart]
+    results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
+    if not dry_run and any(vm.rt and vm.pcidevs for vm in selected):
+        watcher.start_background(fs)
+    common.print_results(results, verbose=dry_run)
+    if not selected:
+        click.echo("no VM to boot (none has autostart = true; name VMs or use --all)")
+    sys.exit(1 if any(r.error for r in results) else 0)
+
+
+def _warn_irqbalance(fs: HostFS) -> None:
+    if any(t.comm == "irqbalance" and t.tid == t.pid for t in read_tasks(fs)):
+        click.echo("warning: irqbalance is running and will move IRQs back onto shielded "
+                   "CPUs; stop it (systemctl disable --now irqbalance) or ban the "
+                   "real-time CPUs (IRQBALANCE_BANNED_CPULIST in /etc/default/irqbalance)",
+                   err=True)

@@ -1,0 +1,53 @@
+"""kvmrt-shutdown: shut VMs down and remove their real-time policies."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.host.fs import HostFS
+from kvmrt.libvirt_sync.connection import connect
+from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.lifecycle import shutdown_vms
+from kvmrt.tuning import engine
+
+
+@common.command
+@common.file_option
+@common.connect_option
+@common.all_option
+@click.option("-v", "--verbose", is_flag=True,
+              help="Shut VMs down one after another, with progress lines.")
+@click.option("--force", is_flag=True, help="Power off a VM that does not stop in time.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              metavar="S", help="Seconds to wait for each VM (for all, when concurrent).")
+@click.option("--dry-run", is_flag=True, help="Print what would be restored; change nothing.")
+@common.vms_argument
+def main(path: str | None, uri: str | None, include_disabled: bool, verbose: bool,
+         force: bool, timeout: float, dry_run: bool, vms: tuple[str, ...]) -> None:
+    """Shut down the running VMs of the config (all by default, or the named
+    ones), concurrently unless -v, then put back every host setting kvmrt
+    changed for them that no other running rt VM still needs.
+    """
+    if not dry_run:
+        common.require_root()
+    config, fs = common.load(path), HostFS()
+    domains = Domains(connect(uri))
+    selected = config.select(vms, include_disabled=include_disabled or bool(vms))
+    if dry_run:
+        running = [vm for vm in selected if domains.state(vm.uuid) == "running"]
+        click.echo("would shut down: " + (", ".join(vm.name for vm in running) or "nothing"))
+        planned = engine.release(fs, [vm.uuid.lower() for vm in running], dry_run=True)
+        common.print_actions(planned.actions, verbose=True)
+        return
+    say = click.echo if verbose else (lambda _line: None)
+    results, restored = shutdown_vms(fs, domains, selected, force=force, timeout=timeout,
+                                     sequential=verbose, say=say)
+    common.print_results(results, verbose=False)
+    common.print_restored(restored)
+    common.print_recovery(engine.recover(fs, domains.running_uuids()))
+    if not results:
+        click.echo("no VM of the config is running")
+    sys.exit(1 if any(r.error for r in results) else 0)

@@ -1,0 +1,58 @@
+"""kvmrt-stat: the state of each VM and of its real-time tuning."""
+
+from __future__ import annotations
+
+import click
+
+from kvmrt.commands import common
+from kvmrt.config.sets import format_ids
+from kvmrt.host.fs import HostFS
+from kvmrt.libvirt_sync.connection import connect
+from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.status import VmStatus, collect, leftovers
+from kvmrt.tuning.journal import Journal
+
+
+@common.command
+@common.file_option
+@common.connect_option
+@common.all_option
+@click.option("-t", "--threads", is_flag=True,
+              help="List every QEMU thread of each running VM with its role, CPU "
+                   "affinity and the CPU it last ran on.")
+@common.json_option
+@common.vms_argument
+def main(path: str | None, uri: str | None, include_disabled: bool, threads: bool,
+         as_json: bool, vms: tuple[str, ...]) -> None:
+    """One row per VM: name, title, state, rt, vCPUs, cpuset and whether its
+    real-time tuning holds: 'ok', or 'disturbed' with what is wrong. Never
+    changes anything; reports changes an interrupted kvmrt left behind.
+    """
+    config, host, fs = common.load(path), common.host(), HostFS()
+    domains = Domains(connect(uri))
+    selected = config.select(vms, include_disabled=include_disabled)
+    states = {vm.uuid.lower(): domains.state(vm.uuid) for vm in selected}
+    journal = Journal.for_host(fs).load()
+    found = collect(fs, selected, states, host.topology, journal, threads=threads)
+    warnings = leftovers(journal, domains.running_uuids())
+    if as_json:
+        common.print_json([s.as_json() for s in found])
+    else:
+        _table(found, threads=threads)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+
+
+def _table(found: list[VmStatus], *, threads: bool) -> None:
+    click.echo(f"{'NAME':<20} {'STATE':<10} {'RT':<3} {'VCPUS':>5} {'CPUSET':<16} "
+               f"{'TUNING':<10} TITLE")
+    for s in found:
+        p = s.placement
+        click.echo(f"{s.vm.name:<20} {s.state:<10} {'yes' if s.vm.rt else 'no':<3} "
+                   f"{p.nr_vcpus if p else '-':>5} {format_ids(p.cpuset) if p else '-':<16} "
+                   f"{s.tuning or '-':<10} {s.vm.title}".rstrip())
+        for problem in s.problems:
+            click.echo(f"    {problem}")
+        for t in s.threads or []:
+            click.echo(f"    {t.tid:>8}  {t.name:<18} {t.role:<11} "
+                       f"{format_ids(t.affinity):<12} {'-' if t.cpu is None else t.cpu}")

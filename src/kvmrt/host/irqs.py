@@ -1,0 +1,190 @@
+"""Interrupts: ``/proc/irq/N/``, ``/proc/interrupts``, the default IRQ
+affinity and the workqueue CPU mask.
+
+What the kernel does that matters here:
+
+- ``smp_affinity_list`` takes a cpulist; a write that leaves no online CPU
+  fails with EINVAL. Managed interrupts (per-queue vectors of NVMe,
+  virtio-blk...) and IRQ 0/2 refuse every write: EIO, EPERM on newer
+  kernels (6.x here). Refusals are :class:`IrqRefused`, an expected outcome.
+- The CPU that really receives the interrupt is ``effective_affinity_list``
+  (absent on some architectures and old kernels), one CPU of the affinity
+  on x86.
+- ``/proc/interrupts`` ends each line with the actions (handler names) of
+  the IRQ, comma-separated, after at least two spaces; before them come the
+  per-CPU counts, the chip (``IR-PCI-MSIX-0000:21:00.0``, ``IO-APIC``), the
+  hardware IRQ and the flow (``5-edge``, ``27 Level``). A line whose IRQ
+  has no action ends with the flow.
+- vfio-pci names its handlers ``vfio-msix[N](BDF)``, ``vfio-msi[N](BDF)``
+  and ``vfio-intx(BDF)``; they exist while the guest has them enabled.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import dataclass
+
+from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.errors import HostReadError, HostWriteError, IrqRefused
+from kvmrt.host.fs import HostFS, host_read_errors
+from kvmrt.host.masks import format_mask, mask_bits, read_mask
+
+IRQ_DIR = "proc/irq"
+INTERRUPTS = "proc/interrupts"
+DEFAULT_AFFINITY = "proc/irq/default_smp_affinity"
+WORKQUEUE_MASK = "sys/devices/virtual/workqueue/cpumask"
+
+_REFUSALS = frozenset({errno.EIO, errno.EPERM})
+_LINE = re.compile(r"^\s*(\d+):(.*)$")
+_COUNT = re.compile(r"\s*\d+(?=\s|$)")
+# The hwirq-flow column: "5-edge", "-edge" (no hwirq), "27 Level", "Edge".
+_FLOW = re.compile(r"(?:^|\s)\d*-\S+$|(?:^|\s)\d+\s+(?:Edge|Level)\S*$|^(?:Edge|Level)\S*$")
+_VFIO = re.compile(r"vfio-(?:msix|msi)\[\d+\]\(([^)]+)\)|vfio-intx\(([^)]+)\)")
+
+
+@dataclass(frozen=True)
+class Irq:
+    """One interrupt: its affinity, the CPUs it is delivered to, its actions."""
+
+    number: int
+    affinity: frozenset[int]
+    effective: frozenset[int] | None
+    name: str
+
+
+def parse_interrupts(text: str) -> dict[int, str]:
+    """IRQ number -> actions column of ``/proc/interrupts`` ("" without action).
+
+    The header line (``CPU0 CPU1 ...``) says how many count columns follow
+    each IRQ number; they are dropped before the columns are split.
+    """
+    lines = text.splitlines()
+    ncpus = len(lines[0].split()) if lines and not _LINE.match(lines[0]) else 0
+    names = {}
+    for line in lines:
+        m = _LINE.match(line)
+        if m:
+            names[int(m.group(1))] = _actions(m.group(2), ncpus)
+    return names
+
+
+def _actions(rest: str, ncpus: int) -> str:
+    """Drop ``ncpus`` counts, then take the column after chip and hwirq-flow."""
+    for _ in range(ncpus):
+        count = _COUNT.match(rest)
+        if count is None:
+            break
+        rest = rest[count.end():]
+    fields = re.split(r"\s{2,}", rest.strip())
+    if len(fields) < 2 or _FLOW.search(fields[-1]):
+        return ""
+    return fields[-1]
+
+
+def read_irqs(fs: HostFS) -> list[Irq]:
+    """Every ``proc/irq/N`` that has ``smp_affinity_list``, by IRQ number.
+
+    IRQs freed while they are read are left out.
+    """
+    with host_read_errors():
+        names = parse_interrupts(fs.read(INTERRUPTS, default=""))
+        numbers = sorted(int(n) for n in fs.listdir(IRQ_DIR, default=[]) if n.isdigit())
+        irqs = (_read_irq(fs, n, names.get(n, "")) for n in numbers)
+        return [irq for irq in irqs if irq is not None]
+
+
+def _read_irq(fs: HostFS, number: int, name: str) -> Irq | None:
+    base = f"{IRQ_DIR}/{number}"
+    affinity = fs.read_cpulist(f"{base}/smp_affinity_list", default=None)
+    if affinity is None:
+        return None
+    effective = fs.read_cpulist(f"{base}/effective_affinity_list", default=None)
+    return Irq(number=number, affinity=affinity, effective=effective, name=name)
+
+
+def set_irq_affinity(fs: HostFS, irq: int, cpus: frozenset[int]) -> frozenset[int] | None:
+    """Write ``smp_affinity_list`` of ``irq``, check it, return the effective CPUs.
+
+    Raises :class:`IrqRefused` when the kernel refuses (EIO, EPERM), and
+    :class:`HostWriteError` naming the file for any other failure (EINVAL:
+    no online CPU in ``cpus``; ENOENT: the IRQ was freed) or when the kernel
+    kept another affinity. The result is ``effective_affinity_list``, or
+    ``None`` where the kernel has no such file.
+    """
+    _require_cpus(cpus, f"IRQ {irq}")
+    rel = f"{IRQ_DIR}/{irq}/smp_affinity_list"
+    try:
+        fs.write(rel, format_ids(cpus))
+    except OSError as err:
+        if err.errno in _REFUSALS:
+            raise IrqRefused(irq, err.strerror or str(err)) from err
+        raise HostWriteError(str(fs.path(rel)), err.strerror or str(err)) from err
+    with host_read_errors():
+        kept = fs.read_cpulist(rel)
+        effective = fs.read_cpulist(f"{IRQ_DIR}/{irq}/effective_affinity_list", default=None)
+    if kept != cpus:
+        raise HostWriteError(str(fs.path(rel)),
+                             f"wrote {format_ids(cpus)}, the kernel kept {format_ids(kept)}")
+    return effective
+
+
+def read_default_affinity(fs: HostFS) -> frozenset[int]:
+    """``proc/irq/default_smp_affinity``: where newly requested IRQs start."""
+    with host_read_errors():
+        cpus = read_mask(fs, DEFAULT_AFFINITY)
+    if cpus is None:
+        raise HostReadError(str(fs.path(DEFAULT_AFFINITY)), "absent: no procfs below this root?")
+    return cpus
+
+
+def write_default_affinity(fs: HostFS, cpus: frozenset[int]) -> None:
+    """Set ``proc/irq/default_smp_affinity`` and check that the kernel kept it."""
+    _write_mask(fs, DEFAULT_AFFINITY, cpus, exact=True)
+
+
+def read_workqueue_mask(fs: HostFS) -> frozenset[int] | None:
+    """CPUs that unbound workqueues may use; ``None`` before Linux 4.2."""
+    with host_read_errors():
+        return read_mask(fs, WORKQUEUE_MASK)
+
+
+def write_workqueue_mask(fs: HostFS, cpus: frozenset[int]) -> None:
+    """Set the unbound workqueue CPU mask.
+
+    Newer kernels also leave out isolated (``isolcpus=domain``) CPUs, so
+    the kernel may keep fewer CPUs than written, never others.
+    """
+    _write_mask(fs, WORKQUEUE_MASK, cpus, exact=False)
+
+
+def _require_cpus(cpus: frozenset[int], what: str) -> None:
+    """An empty set is a caller's mistake: the kernel refuses it (EINVAL)."""
+    if not cpus:
+        raise ValueError(f"{what}: empty CPU set")
+
+
+def _write_mask(fs: HostFS, rel: str, cpus: frozenset[int], *, exact: bool) -> None:
+    _require_cpus(cpus, rel)
+    path = str(fs.path(rel))
+    try:
+        old = fs.read(rel)
+        fs.write(rel, format_mask(cpus, mask_bits(old)))
+    except OSError as err:
+        raise HostWriteError(path, err.strerror or str(err)) from err
+    with host_read_errors():
+        kept = read_mask(fs, rel)
+    if kept is None or (kept != cpus if exact else not kept <= cpus):
+        shown = "nothing" if kept is None else format_ids(kept)
+        raise HostWriteError(path, f"wrote {format_ids(cpus)}, the kernel kept {shown}")
+
+
+def vfio_irqs(fs: HostFS) -> dict[PciAddress, list[int]]:
+    """The IRQs vfio-pci has requested for each device, from ``/proc/interrupts``."""
+    with host_read_errors():
+        names = parse_interrupts(fs.read(INTERRUPTS, default=""))
+    found: dict[PciAddress, list[int]] = {}
+    for irq, actions in sorted(names.items()):
+        for msi, intx in _VFIO.findall(actions):
+            found.setdefault(PciAddress.parse(msi or intx), []).append(irq)
+    return found

@@ -1,0 +1,199 @@
+"""Threads of the host and their CPU affinity.
+
+Read from ``/proc/PID/task/TID/stat`` (comm, flags, start time, last CPU)
+and ``.../status`` (``Cpus_allowed_list``). What the kernel does that
+matters here:
+
+- ``comm`` in ``stat`` is wrapped in parentheses and may itself hold spaces
+  and parentheses (``CPU 0/KVM``, ``(sd-pam)``): the fields start after the
+  *last* ``)``.
+- Thread ids are reused. ``(tid, starttime)`` identifies a thread; a change
+  is re-checked before every write.
+- Kernel threads carry PF_KTHREAD; those bound to one CPU by the kernel
+  (migration/N, ksoftirqd/N, cpuhp/N, kworker/N:M) also carry
+  PF_NO_SETAFFINITY, and ``sched_setaffinity`` fails with EINVAL for them.
+- Threads exit at any time: a directory or file vanishes (ENOENT) or a read
+  fails with ESRCH. :func:`read_tasks` skips them; :func:`read_task` raises
+  :class:`TaskVanished`.
+
+``sched_setaffinity`` cannot be redirected to a root, so :func:`set_affinity`
+goes through one of two appliers chosen by the root (:func:`_applier`): the
+system call on ``/``, a rewrite of ``status`` in a fixture tree so that tests
+read back what was done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+from kvmrt.config.sets import format_ids
+from kvmrt.errors import HostReadError, HostWriteError, NotMovable, TaskVanished
+from kvmrt.host.fs import HostFS, parse_cpulist
+from kvmrt.host.masks import format_mask, mask_bits
+
+PF_KTHREAD = 0x00200000
+PF_NO_SETAFFINITY = 0x04000000
+
+# Fields of /proc/PID/task/TID/stat, numbered as in proc(5) (comm is 2).
+STAT_FLAGS = 9
+STAT_STARTTIME = 22
+STAT_PROCESSOR = 39
+
+_ALLOWED_LIST = re.compile(r"^Cpus_allowed_list:\s*(.*)$", re.MULTILINE)
+_ALLOWED = re.compile(r"^(Cpus_allowed:\s*)(\S*)$", re.MULTILINE)
+_GONE = (FileNotFoundError, ProcessLookupError)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One thread. ``(tid, starttime)`` is its identity."""
+
+    pid: int
+    tid: int
+    comm: str
+    affinity: frozenset[int]
+    last_cpu: int | None
+    starttime: int
+    kernel: bool
+    pinned: bool
+
+
+def task_dir(pid: int, tid: int) -> str:
+    return f"proc/{pid}/task/{tid}"
+
+
+def parse_stat(text: str) -> tuple[str, list[str]]:
+    """``comm`` and the fields after it; ``fields[n - 3]`` is proc(5) field n."""
+    open_paren, close_paren = text.find("("), text.rfind(")")
+    if open_paren < 0 or close_paren < open_paren:
+        raise ValueError(f"no (comm) in {text[:40]!r}")
+    return text[open_paren + 1:close_paren], text[close_paren + 1:].split()
+
+
+def read_task(fs: HostFS, pid: int, tid: int) -> Task:
+    """Thread ``tid`` of process ``pid``; :class:`TaskVanished` when it is gone."""
+    base = task_dir(pid, tid)
+    try:
+        stat = fs.read(f"{base}/stat")
+        status = fs.read(f"{base}/status")
+    except _GONE as err:
+        raise TaskVanished(tid) from err
+    try:
+        return _task(pid, tid, stat, status)
+    except (ValueError, IndexError) as err:
+        raise HostReadError(str(fs.path(base)), f"unexpected stat/status: {err}") from err
+
+
+def _task(pid: int, tid: int, stat: str, status: str) -> Task:
+    comm, fields = parse_stat(stat)
+    flags = int(fields[STAT_FLAGS - 3])
+    allowed = _ALLOWED_LIST.search(status)
+    if allowed is None:
+        raise ValueError("no Cpus_allowed_list in status")
+    processor = STAT_PROCESSOR - 3
+    return Task(
+        pid=pid, tid=tid, comm=comm, affinity=parse_cpulist(allowed.group(1)),
+        last_cpu=int(fields[processor]) if len(fields) > processor else None,
+        starttime=int(fields[STAT_STARTTIME - 3]),
+        kernel=bool(flags & PF_KTHREAD), pinned=bool(flags & PF_NO_SETAFFINITY),
+    )
+
+
+def read_tasks(fs: HostFS, pids: Iterable[int] | None = None) -> list[Task]:
+    """Every thread of every process (or of ``pids``), in pid, tid order.
+
+    Processes and threads that exit while they are read are left out.
+    """
+    if pids is None:
+        pids = [int(name) for name in _proc_entries(fs) if name.isdigit()]
+    tasks = []
+    for pid in sorted(pids):
+        try:
+            tids = [int(t) for t in fs.listdir(f"proc/{pid}/task", default=[]) if t.isdigit()]
+        except ProcessLookupError:
+            continue
+        for tid in sorted(tids):
+            try:
+                tasks.append(read_task(fs, pid, tid))
+            except TaskVanished:
+                continue
+    return tasks
+
+
+def _proc_entries(fs: HostFS) -> list[str]:
+    entries = fs.listdir("proc", default=None)
+    if entries is None:
+        raise HostReadError(str(fs.path("proc")), "no procfs below this root")
+    return entries
+
+
+def set_affinity(fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
+    """Bind ``task`` to ``cpus``.
+
+    The kernel may keep fewer CPUs than asked without a word (those outside
+    the thread's cgroup v1 cpuset); :func:`read_task` shows what it kept.
+
+    Raises :class:`TaskVanished` when the thread exited or its tid now names
+    another thread, :class:`NotMovable` for a thread the kernel binds to its
+    CPU, :class:`HostWriteError` for any other refusal. An empty ``cpus`` is
+    a ``ValueError``: no thread can run nowhere.
+    """
+    if not cpus:
+        raise ValueError(f"thread {task.tid}: empty CPU set")
+    current = read_task(fs, task.pid, task.tid)
+    if current.starttime != task.starttime:
+        raise TaskVanished(task.tid)
+    _applier(fs).apply(fs, current, frozenset(cpus))
+
+
+class _Applier(Protocol):
+    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None: ...
+
+
+class _SchedSetaffinity:
+    """The real host: ``sched_setaffinity(2)``."""
+
+    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
+        try:
+            os.sched_setaffinity(task.tid, cpus)
+        except ProcessLookupError as err:
+            raise TaskVanished(task.tid) from err
+        except OSError as err:
+            if err.errno == errno.EINVAL and task.pinned:
+                raise NotMovable(task.tid, task.comm) from err
+            hint = (f" (no CPU of {format_ids(cpus)} is online in the thread's cpuset)"
+                    if err.errno == errno.EINVAL else "")
+            path = str(fs.path(task_dir(task.pid, task.tid)))
+            raise HostWriteError(path, f"sched_setaffinity: {err.strerror}{hint}") from err
+
+
+class _StatusRewrite:
+    """A fixture tree: what the kernel would show afterwards, in ``status``."""
+
+    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
+        if task.pinned:
+            raise NotMovable(task.tid, task.comm)
+        rel = f"{task_dir(task.pid, task.tid)}/status"
+        try:
+            fs.write(rel, _rewrite_status(fs.read(rel), cpus))
+        except _GONE as err:
+            raise TaskVanished(task.tid) from err
+
+
+def _rewrite_status(status: str, cpus: frozenset[int]) -> str:
+    def mask(m: re.Match[str]) -> str:
+        return m.group(1) + format_mask(cpus, mask_bits(m.group(2)))
+
+    status = _ALLOWED.sub(mask, status)
+    listed = f"Cpus_allowed_list:\t{format_ids(cpus)}"
+    return _ALLOWED_LIST.sub(lambda _: listed, status) + "\n"
+
+
+def _applier(fs: HostFS) -> _Applier:
+    """The one place that tells the real host from a tree below another root."""
+    return _SchedSetaffinity() if fs.root == Path("/") else _StatusRewrite()

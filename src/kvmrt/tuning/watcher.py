@@ -1,0 +1,106 @@
+"""Keep the vfio interrupts of rt VMs on their IRQ CPU while they run.
+
+vfio vectors (``vfio-msix[N](BDF)``, ``vfio-msi[N](BDF)``, ``vfio-intx(BDF)``
+in /proc/interrupts) appear only when the guest driver enables them and
+come back after a device reset, so a one-time write at boot is not enough.
+``kvmrt-boot`` starts this watcher in the background (one per host, guarded
+by a lock in the state directory, its PID in ``watcher.pid`` there); every
+half second it binds any such IRQ
+of a tuned VM's devices to the VM's IRQ CPU, journaling the old value
+first. It exits when no tuned VM with passthrough devices runs any more.
+
+Run by hand for debugging: ``python -m kvmrt.tuning.watcher [--once]``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+from kvmrt.config.sets import PciAddress
+from kvmrt.errors import KvmrtError
+from kvmrt.host import irqs, qemu
+from kvmrt.host.fs import HostFS
+from kvmrt.tuning.journal import Journal
+from kvmrt.tuning.model import Action
+
+INTERVAL = 0.5
+
+
+def assignments(fs: HostFS, journal: Journal) -> dict[PciAddress, int]:
+    """Device -> IRQ CPU for every tuned VM with passthrough devices that
+    still runs (libvirt's status file names a live QEMU)."""
+    state = journal.load()
+    return {PciAddress.parse(a): vm.irq_cpu for vm in state.vms.values()
+            if vm.irq_cpu is not None and qemu.read_qemu_status(fs, vm.name) is not None
+            for a in vm.pcidevs}
+
+
+def watch_once(fs: HostFS, journal: Journal) -> tuple[int, bool]:
+    """Bind stray vfio IRQs; return (how many were moved, whether to go on)."""
+    wanted = assignments(fs, journal)
+    if not wanted:
+        return 0, False
+    moved = 0
+    baseline = journal.load().baseline
+    for device, numbers in irqs.vfio_irqs(fs).items():
+        cpu = wanted.get(device)
+        if cpu is None:
+            continue
+        for irq in numbers:
+            moved += _bind(fs, journal, baseline, irq, cpu)
+    return moved, True
+
+
+def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: int, cpu: int) -> int:
+    current = {i.number: i for i in irqs.read_irqs(fs)}.get(irq)
+    if current is None or current.affinity == {cpu}:
+        return 0
+    key = f"irq:{irq}"
+    journal.record_old([Action("irq-affinity", key, f"IRQ {irq} ({current.name})",
+                               current.affinity, frozenset({cpu}))], baseline)
+    try:
+        irqs.set_irq_affinity(fs, irq, frozenset({cpu}))
+    except KvmrtError as exc:
+        journal.refused(key, str(exc))
+        return 0
+    return 1
+
+
+def run(fs: HostFS, *, once: bool = False) -> None:
+    journal = Journal.for_host(fs)
+    journal.ensure_dir()
+    with open(journal.dir / "watcher.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another watcher runs
+        pidfile = journal.dir / "watcher.pid"
+        pidfile.write_text(f"{os.getpid()}\n")
+        try:
+            _loop(fs, journal, once=once)
+        finally:
+            pidfile.unlink(missing_ok=True)
+
+
+def _loop(fs: HostFS, journal: Journal, *, once: bool) -> None:
+    while True:
+        _moved, go_on = watch_once(fs, journal)
+        if once or not go_on:
+            return
+        time.sleep(INTERVAL)
+
+
+def start_background(fs: HostFS) -> None:
+    """Start a detached watcher (it exits at once if one already runs)."""
+    env = {**os.environ, "KVMRT_FSROOT": str(fs.root)}
+    subprocess.Popen([sys.executable, "-m", "kvmrt.tuning.watcher"], env=env,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through start_background
+    run(HostFS(), once="--once" in sys.argv)

@@ -1,0 +1,135 @@
+"""kvmrt-boot, kvmrt-stat and kvmrt-shutdown as a user runs them, on the
+Threadripper fixture host (KVMRT_FSROOT) with libvirt's test driver.
+
+The test driver's node file has RedHawk-8.4-RT running, and the fixture
+host has its QEMU process (libvirt's status file and threads). Each command
+is a new process, so the test driver starts from the node file every time:
+the domain is running for each of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hostgen
+from kvmrt.config.file import load_config
+from kvmrt.host import HostFS, read_host
+from kvmrt.host.tasks import read_task, set_affinity
+from kvmrt.placement import place
+from test_tuning import changed, tree
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "threadripper-5975wx.cfg"
+NODE = f"test://{ROOT / 'tests/data/node.xml'}"
+BIN = Path(sys.executable).parent
+
+
+def kvmrt(root: Path, tool: str, *args: str, check: int | None = 0):
+    env = {**os.environ, "KVMRT_FSROOT": str(root), "LIBVIRT_DEFAULT_URI": NODE}
+    env.pop("KVMRT_STATE_DIR", None)
+    proc = subprocess.run([str(BIN / tool), "-f", str(EXAMPLE), *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    if check is not None:
+        assert proc.returncode == check, (proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.fixture
+def host(make_host):
+    """The Threadripper with irqbalance running; ends the IRQ watcher that
+    kvmrt-boot starts (by the PID it records)."""
+    spec = hostgen.threadripper_5975wx()
+    spec = spec.__class__(**{**spec.__dict__, "tasks": hostgen.standard_tasks(spec) + (
+        hostgen.TaskSpec(900, "irqbalance"),)})
+    root = make_host(spec)
+    yield root
+    pidfile = root / "run/kvmrt/watcher.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def pin_like_libvirt(root: Path) -> None:
+    """What libvirt does when it starts the domain: pin the vCPU threads."""
+    fs = HostFS(root)
+    p = place(load_config(str(EXAMPLE)).vms[0], read_host(fs).topology)
+    dom = hostgen.REDHAWK_RT
+    for vcpu, tid in dom.vcpu_tids().items():
+        set_affinity(fs, read_task(fs, dom.pid, tid), p.vcpu_cpus[vcpu])
+
+
+def stat(root: Path) -> dict:
+    return json.loads(kvmrt(root, "kvmrt-stat", "--json").stdout)[0]
+
+
+def test_boot_stat_disturb_repair_shutdown(host):
+    before = tree(host)
+    s = stat(host)
+    assert (s["state"], s["tuning"]) == ("running", "disturbed")
+    assert "not started by kvmrt-boot" in s["problems"][0]
+
+    out = kvmrt(host, "kvmrt-boot", "RedHawk-8.4-RT")
+    assert "RedHawk-8.4-RT: retuned" in out.stdout
+    assert "threads" in out.stdout and "CPUs online/offline 16" in out.stdout
+    assert "irqbalance is running" in out.stderr
+    assert (host / "sys/devices/system/cpu/cpu40/online").read_text() == "0\n"
+    pin_like_libvirt(host)
+    assert stat(host)["tuning"] == "ok"
+
+    # Disturb: an IRQ back on a shielded CPU and a sibling back online.
+    (host / "proc/irq/29/smp_affinity_list").write_text("0-63\n")
+    (host / "sys/devices/system/cpu/cpu41/online").write_text("1\n")
+    s = stat(host)
+    assert s["tuning"] == "disturbed"
+    assert "SMT siblings back online: CPUs 41" in s["problems"]
+    assert "IRQs on shielded CPUs: 29" in s["problems"]
+    kvmrt(host, "kvmrt-boot", "RedHawk-8.4-RT")        # repairs
+    assert stat(host)["tuning"] == "ok"
+
+    out = kvmrt(host, "kvmrt-shutdown", "--timeout", "5")
+    assert "RedHawk-8.4-RT: stopped" in out.stdout and "host: restored" in out.stdout
+    vcpus = {f"proc/{hostgen.REDHAWK_RT.pid}/task/{t}/status"
+             for t in hostgen.REDHAWK_RT.vcpu_tids().values()}
+    assert set(changed(before, tree(host))) == vcpus    # only libvirt's own pins remain
+
+
+def test_threads_listing(host):
+    pin_like_libvirt(host)
+    s = json.loads(kvmrt(host, "kvmrt-stat", "-t", "--json").stdout)[0]
+    roles = {t["role"] for t in s["threads"]}
+    assert {"emulator", "vCPU 0", "vCPU 3", "iothread"} <= roles
+    vcpu0 = next(t for t in s["threads"] if t["role"] == "vCPU 0")
+    assert vcpu0["name"] == "CPU 0/KVM" and vcpu0["affinity"] == [8]
+    text = kvmrt(host, "kvmrt-stat", "-t").stdout
+    assert "CPU 0/KVM" in text and "vCPU 0" in text
+
+
+def test_dry_run_and_clean_change_nothing(host):
+    before = tree(host)
+    out = kvmrt(host, "kvmrt-boot", "--dry-run", "RedHawk-8.4-RT")
+    assert "would be retuned" in out.stdout and "CPU 40: online -> offline" in out.stdout
+    out = kvmrt(host, "kvmrt-boot", "--clean", check=1)
+    assert "running (RedHawk-8.4-RT); nothing started" in out.stderr
+    out = kvmrt(host, "kvmrt-shutdown", "--dry-run")
+    assert "would shut down: RedHawk-8.4-RT" in out.stdout
+    assert changed(before, tree(host)) == []
+
+
+def test_boot_refuses_an_invalid_config(host, tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(EXAMPLE.read_text().replace("cpuset = n1,n2", "cpuset = n1,n9"))
+    before = tree(host)
+    env = {**os.environ, "KVMRT_FSROOT": str(host), "LIBVIRT_DEFAULT_URI": NODE}
+    proc = subprocess.run([str(BIN / "kvmrt-boot"), "-f", str(bad)], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "NUMA node 9 does not exist" in proc.stderr
+    assert changed(before, tree(host)) == []
