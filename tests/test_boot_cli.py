@@ -20,6 +20,7 @@ import pytest
 
 import hostgen
 from kvmrt.config.file import load_config
+from kvmrt.config.sets import IdSet
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import read_task, set_affinity
 from kvmrt.placement import place
@@ -133,3 +134,22 @@ def test_boot_refuses_an_invalid_config(host, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "NUMA node 9 does not exist" in proc.stderr
     assert changed(before, tree(host)) == []
+
+
+def test_a_vm_that_fails_to_start_gets_its_changes_undone(host, tmp_path):
+    cfg = tmp_path / "two.cfg"
+    cfg.write_text(EXAMPLE.read_text() + "\n[00000000-0000-4000-8000-00000000dead]\n"
+                   "name = ghost\ncpuset = n3\nrt = True\nnr_vcpus = auto\n")
+    env = {**os.environ, "KVMRT_FSROOT": str(host), "LIBVIRT_DEFAULT_URI": NODE}
+    proc = subprocess.run([str(BIN / "kvmrt-boot"), "-f", str(cfg), "RedHawk-8.4-RT", "ghost"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "RedHawk-8.4-RT: retuned" in proc.stdout
+    assert "ghost: failed: no libvirt domain has UUID" in proc.stderr
+    def online(cpu: int) -> str:
+        return (host / f"sys/devices/system/cpu/cpu{cpu}/online").read_text()
+
+    assert online(40) == "0\n"            # RedHawk-8.4-RT stays tuned
+    assert online(56) == "1\n"            # ghost's sibling came back
+    nvme = IdSet.parse((host / "proc/irq/29/smp_affinity_list").read_text())
+    assert set(range(24, 32)) <= nvme and not set(range(8, 24)) & nvme

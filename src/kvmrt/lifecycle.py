@@ -56,7 +56,7 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
             domains.start(vm.uuid)
     except KvmrtError as exc:
         result.status, result.error = "failed", str(exc)
-        if vm.rt and not dry_run:
+        if vm.rt and not dry_run and not running:   # a running VM keeps its tuning
             _collect(result, engine.release(fs, [p.vm.uuid.lower()]))
         return result
     if dry_run:

@@ -53,6 +53,8 @@ def _table(found: list[VmStatus], *, threads: bool) -> None:
                    f"{s.tuning or '-':<10} {s.vm.title}".rstrip())
         for problem in s.problems:
             click.echo(f"    {problem}")
+        if s.threads:
+            click.echo(f"    {'TID':>8}  {'THREAD':<18} {'ROLE':<11} {'AFFINITY':<12} CPU")
         for t in s.threads or []:
             click.echo(f"    {t.tid:>8}  {t.name:<18} {t.role:<11} "
                        f"{format_ids(t.affinity):<12} {'-' if t.cpu is None else t.cpu}")
