@@ -258,13 +258,15 @@ def test_shielding_the_real_host_never_moves_a_running_vm(real_vm, tmp_path, mon
     fs = HostFS("/")
     sleeper = subprocess.Popen(["sleep", "60"])
     irqs_before = {p.name: p.read_text() for p in Path("/proc/irq").glob("*/smp_affinity_list")}
-    vm_before = {t.tid: t.affinity for t in read_tasks(fs) if t.comm.startswith("CPU 0/KVM")}
+    from kvmrt.host.qemu import read_qemu_status
+    qemu_pid = read_qemu_status(fs, name).pid
+    vm_before = {t.tid: t.affinity for t in read_tasks(fs, [qemu_pid])}
     shield = TunedVm(uid, name, shielded=frozenset({1}), offline=frozenset())
     try:
         result = engine.tune(fs, shield)
         assert not result.failed, result.failed
         assert read_task(fs, sleeper.pid, sleeper.pid).affinity == {0}
-        vm_now = {t.tid: t.affinity for t in read_tasks(fs) if t.comm.startswith("CPU 0/KVM")}
+        vm_now = {t.tid: t.affinity for t in read_tasks(fs, [qemu_pid])}
         assert vm_now == vm_before and {1} in vm_now.values()
     finally:
         engine.release(fs, [uid])
