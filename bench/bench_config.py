@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import hostgen  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import fmt, timed  # noqa: E402
 
 BIN = Path(sys.executable).parent
 NODE_CORES = 16        # cores per node on the big host
@@ -56,17 +56,6 @@ def write_config(path: Path, count: int) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict, runs: int) -> tuple[float, float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        times.append(time.perf_counter() - start)
-        if proc.returncode not in (0, 1):
-            sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.decode()}")
-    return statistics.median(times), min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -79,16 +68,13 @@ def main() -> None:
         floor = timed([sys.executable, "-c", "pass"], env, args.runs)
         print(f"host: 512 CPUs, 16 NUMA nodes; {args.runs} runs each; median / best, seconds")
         print(f"{'command':<44}{'10 VMs':>16}{'1000 VMs':>16}")
-        print(f"{'python3 -c pass (interpreter start-up)':<44}{_fmt(floor):>16}{'':>16}")
+        print(f"{'python3 -c pass (interpreter start-up)':<44}{fmt(floor):>16}{'':>16}")
         for tool, extra in (("kvmrt-validate-config", []), ("kvmrt-show-config", ["--json"])):
-            row = [timed([str(BIN / tool), "-f", str(configs[n]), *extra], env, args.runs)
+            row = [timed([str(BIN / tool), "-f", str(configs[n]), *extra], env, args.runs,
+                         ok=(0, 1))
                    for n in (10, 1000)]
             name = " ".join([tool, *extra])
-            print(f"{name:<44}{_fmt(row[0]):>16}{_fmt(row[1]):>16}")
-
-
-def _fmt(t: tuple[float, float]) -> str:
-    return f"{t[0]:.3f} / {t[1]:.3f}"
+            print(f"{name:<44}{fmt(row[0]):>16}{fmt(row[1]):>16}")
 
 
 if __name__ == "__main__":

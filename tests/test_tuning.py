@@ -8,7 +8,6 @@ taken before: restore means byte for byte.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
