@@ -24,7 +24,7 @@ from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import sync_to_libvirt
+from kvmrt.libvirt_sync.sync import NotDefined, sync_to_libvirt
 from kvmrt.placement import Placement, place
 from kvmrt.tuning import engine
 from kvmrt.tuning.model import Action, TunedVm
@@ -41,19 +41,23 @@ class VmResult:
     error: str | None = None
 
 
+RUNNING = ("running", "paused", "idle", "in shutdown")
+
+
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
             dry_run: bool) -> VmResult:
     p = place(vm, topology)
-    running = domains.state(vm.uuid) == "running"
+    state = domains.state(vm.uuid)
+    running = state in RUNNING
     result = VmResult(vm.name, "retuned" if running else "started")
-    tuned = engine.tune(fs, TunedVm.of(p), dry_run=dry_run) if vm.rt else engine.Result()
-    _collect(result, tuned)
+    if state == "undefined":   # before any host change
+        result.status, result.error = "failed", str(NotDefined(vm))
+        return result
     try:
-        (synced,) = sync_to_libvirt([vm], topology, domains, query=dry_run)
-        if synced.status == "failed":
-            raise KvmrtError("; ".join(synced.messages))
-        if not running and not dry_run:
-            domains.start(vm.uuid)
+        if vm.rt:
+            _collect(result, engine.tune(fs, TunedVm.of(p), dry_run=dry_run))
+        _sync_and_start(domains, p, topology, running=running, dry_run=dry_run,
+                        result=result)
     except KvmrtError as exc:
         result.status, result.error = "failed", str(exc)
         if vm.rt and not dry_run and not running:   # a running VM keeps its tuning
@@ -66,21 +70,49 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
     return result
 
 
+def _sync_and_start(domains: Domains, p: Placement, topology: Topology, *, running: bool,
+                    dry_run: bool, result: VmResult) -> None:
+    """Write the domain XML; start the domain, or pin a running one live."""
+    (synced,) = sync_to_libvirt([p.vm], topology, domains, query=dry_run)
+    if synced.status == "failed":
+        raise KvmrtError("; ".join(synced.messages))
+    if dry_run:
+        return
+    if not running:
+        domains.start(p.vm.uuid)
+        return
+    try:
+        domains.pin_live(p.vm.uuid, p.vcpu_cpus, p.emulator_cpus)
+    except KvmrtError as exc:
+        result.notes.append(f"{exc}; the pins in its XML apply at its next start")
+
+
 def check_pinning(fs: HostFS, p: Placement, *, wait: float = 5.0) -> list[str]:
     """Compare the running threads with the placement; [] when all is right."""
+    if not p.cpuset:
+        return []   # not pinned: nothing to check
     status = _wait_for_status(fs, p.vm.name, wait)
     if status is None:
         return [f"no QEMU status for {p.vm.name} under run/libvirt/qemu; pinning not checked"]
+    return pinning_problems(p, status, tasks.read_tasks(fs, [status.pid]))
+
+
+def pinning_problems(p: Placement, status: qemu.QemuStatus, threads: list) -> list[str]:
+    """vCPU threads allowed elsewhere than planned; other QEMU threads
+    allowed outside the emulator CPUs (an emulator thread must never share
+    an rt vCPU's CPU)."""
     problems = []
-    for vcpu, tid in sorted(status.vcpus.items()):
-        want = p.vcpu_cpus[vcpu] if vcpu < len(p.vcpu_cpus) else frozenset()
-        try:
-            have = tasks.read_task(fs, status.pid, tid).affinity
-        except KvmrtError:
-            continue
-        if want and have != want:
-            problems.append(f"vCPU {vcpu} (thread {tid}) runs on CPUs {format_ids(have)}, "
-                            f"planned {format_ids(want)}")
+    vcpu_of = {tid: n for n, tid in status.vcpus.items()}
+    for t in threads:
+        if t.tid in vcpu_of:
+            n = vcpu_of[t.tid]
+            want = p.vcpu_cpus[n] if n < len(p.vcpu_cpus) else frozenset()
+            if want and t.affinity != want:
+                problems.append(f"vCPU {n} off its CPU: allowed on {format_ids(t.affinity)}, "
+                                f"planned {format_ids(want)}")
+        elif not t.kernel and p.emulator_cpus and not t.affinity <= p.emulator_cpus:
+            problems.append(f"emulator thread {t.tid} ({t.comm}) allowed on "
+                            f"{format_ids(t.affinity)}, planned {format_ids(p.emulator_cpus)}")
     return problems
 
 
@@ -98,7 +130,7 @@ def shutdown_vms(fs: HostFS, domains: Domains, vms: list[VmConfig], *, force: bo
                  say: Say) -> tuple[list[VmResult], engine.Result]:
     """Stop the running ones of ``vms``; return their results and what was
     restored on the host."""
-    running = [vm for vm in vms if domains.state(vm.uuid) == "running"]
+    running = [vm for vm in vms if domains.state(vm.uuid) in RUNNING]
     results: list[VmResult] = []
     batches = [[vm] for vm in running] if sequential else [running]
     for batch in batches:
@@ -133,4 +165,6 @@ def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
 
 def _collect(result: VmResult, tuned: engine.Result) -> None:
     result.actions += tuned.actions
-    result.notes += tuned.notes + tuned.refused + tuned.failed
+    result.notes += tuned.notes + tuned.refused
+    if tuned.failed:   # unexpected write failures: the job failed
+        result.error = "host tuning incomplete: " + "; ".join(tuned.failed)

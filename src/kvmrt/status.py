@@ -97,13 +97,9 @@ def check_tuning(p: Placement, status: qemu.QemuStatus, snap: Snapshot,
                         ("workqueue cpumask", snap.workqueue)):
         if mask and mask & shielded:
             problems.append(f"{label} includes shielded CPUs {format_ids(mask & shielded)}")
-    by_tid = {t.tid: t for t in snap.tasks}
-    for vcpu, tid in sorted(status.vcpus.items()):
-        t = by_tid.get(tid)
-        if t is not None and vcpu < len(p.vcpu_cpus) and t.affinity != p.vcpu_cpus[vcpu]:
-            problems.append(f"vCPU {vcpu} off its CPU: allowed on {format_ids(t.affinity)}, "
-                            f"planned {format_ids(p.vcpu_cpus[vcpu])}")
-    return problems
+    from kvmrt.lifecycle import pinning_problems
+    return problems + pinning_problems(p, status, [t for t in snap.tasks
+                                                   if t.pid == status.pid])
 
 
 def _foreign_threads(snap: Snapshot, pid: int, shielded: frozenset[int]) -> list[str]:

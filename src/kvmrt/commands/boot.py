@@ -31,8 +31,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
     For an rt VM: SMT siblings offline, its CPUs shielded from every other
     thread and IRQ, vfio IRQs on its IRQ CPU; then the domain XML is synced
     and the domain started. A VM that already runs is retuned (this repairs
-    disturbed tuning). Every change is journaled first and undone by
-    kvmrt-shutdown.
+    disturbed tuning, and pins its threads live). Every change is journaled
+    first and undone at shutdown.
     """
     if not dry_run:
         common.require_root()
@@ -44,9 +44,10 @@ def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
         common.refuse_running(config, running)
     if not dry_run:
         common.print_recovery(engine.recover(fs, running))
-    _warn_irqbalance(fs)
     selected = [vm for vm in config.select(vms, include_disabled=include_disabled)
                 if vms or include_disabled or vm.autostart]
+    if any(vm.rt for vm in selected):
+        _warn_irqbalance(fs)
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
     if not dry_run and any(vm.rt and vm.pcidevs for vm in selected):
         watcher.start_background(fs)

@@ -45,7 +45,12 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     say = click.echo if verbose else (lambda _line: None)
     results, restored = shutdown_vms(fs, domains, selected, force=force, timeout=timeout,
                                      sequential=verbose, say=say)
-    common.print_results(results, verbose=False)
+    if not verbose:    # -v printed each VM's progress already
+        common.print_results(results, verbose=False)
+    else:
+        for r in results:
+            if r.error:
+                click.echo(f"{r.name}: failed: {r.error}", err=True)
     common.print_restored(restored)
     common.print_recovery(engine.recover(fs, domains.running_uuids()))
     if not results:

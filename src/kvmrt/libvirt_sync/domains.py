@@ -85,6 +85,23 @@ class Domains:
         """Power the domain off at once."""
         self._call(f"power off domain {self._name(uuid)}", self._must(uuid).destroy)
 
+    def pin_live(self, uuid: str, vcpu_cpus: tuple[frozenset[int], ...],
+                 emulator_cpus: frozenset[int]) -> None:
+        """Pin a running domain's vCPU and emulator threads now (the XML's
+        pins apply only at its next start)."""
+        dom = self._must(uuid)
+        wanted = frozenset().union(emulator_cpus, *vcpu_cpus)
+        ncpus = max(self._call("host CPU map", self.conn.getCPUMap)[0],
+                    max(wanted, default=-1) + 1)
+        live = libvirt.VIR_DOMAIN_AFFECT_CURRENT   # = live, as the domain runs
+        for vcpu, cpus in enumerate(vcpu_cpus):
+            if cpus:
+                self._call(f"pin vCPU {vcpu} of {dom.name()}", dom.pinVcpuFlags, vcpu,
+                           _cpumap(cpus, ncpus), live)
+        if emulator_cpus:
+            self._call(f"pin the emulator of {dom.name()}", dom.pinEmulator,
+                       _cpumap(emulator_cpus, ncpus), live)
+
     def state(self, uuid: str) -> str:
         dom = self._lookup(uuid)
         if dom is None:
@@ -131,3 +148,7 @@ class Domains:
             return fn(*args)
         except libvirt.libvirtError as exc:
             raise LibvirtError(what, str(exc).splitlines()[0] if str(exc) else "failed") from exc
+
+
+def _cpumap(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
+    return tuple(c in cpus for c in range(ncpus))

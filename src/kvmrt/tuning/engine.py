@@ -32,7 +32,9 @@ class Result:
     failed: list[str] = field(default_factory=list)
 
 
-def take_snapshot(fs: HostFS) -> Snapshot:
+def take_snapshot(fs: HostFS, protect: list[str] = ()) -> Snapshot:
+    """The host state; the threads of the running domains named in
+    ``protect`` (the tuned rt VMs, found by their QEMU PID) are never moved."""
     topo = read_topology(fs)
     return Snapshot(
         all_cpus=topo.all_cpus,
@@ -41,23 +43,18 @@ def take_snapshot(fs: HostFS) -> Snapshot:
         tasks=tasks.read_tasks(fs), irqs=irqs.read_irqs(fs),
         default_affinity=irqs.read_default_affinity(fs),
         workqueue=irqs.read_workqueue_mask(fs), cpusets=cgroups.read_cpusets(fs),
-        vfio=irqs.vfio_irqs(fs), protected_pids=frozenset(running_qemu_pids(fs)))
+        vfio=irqs.vfio_irqs(fs), protected_pids=frozenset(qemu_pids(fs, protect)))
 
 
-def running_qemu_pids(fs: HostFS) -> list[int]:
-    """QEMU PIDs of every running libvirt domain (from libvirt's status files)."""
-    pids = []
-    for entry in fs.listdir("run/libvirt/qemu", default=[]):
-        if entry.endswith(".xml"):
-            status = qemu.read_qemu_status(fs, entry[:-4])
-            if status is not None:
-                pids.append(status.pid)
-    return pids
+def qemu_pids(fs: HostFS, names: list[str]) -> list[int]:
+    """QEMU PIDs of the named running domains (from libvirt's status files)."""
+    found = (qemu.read_qemu_status(fs, name) for name in names)
+    return [status.pid for status in found if status is not None]
 
 
 def tune(fs: HostFS, vm: TunedVm, *, dry_run: bool = False) -> Result:
     journal = Journal.for_host(fs)
-    with journal.locked():
+    with journal.locked(dry_run=dry_run):
         state = journal.load()
         before = list(state.vms.values())
         after = [v for v in before if v.uuid != vm.uuid] + [vm]
@@ -68,14 +65,14 @@ def tune(fs: HostFS, vm: TunedVm, *, dry_run: bool = False) -> Result:
 
 def release(fs: HostFS, uuids: list[str], *, dry_run: bool = False) -> Result:
     journal = Journal.for_host(fs)
-    with journal.locked():
+    with journal.locked(dry_run=dry_run):
         return _release(fs, journal, journal.load(), set(uuids), dry_run=dry_run)
 
 
 def recover(fs: HostFS, running: set[str], *, dry_run: bool = False) -> Result:
     """Release every journaled VM whose domain is not running."""
     journal = Journal.for_host(fs)
-    with journal.locked():
+    with journal.locked(dry_run=dry_run):
         state = journal.load()
         gone = {u for u in state.vms if u not in running}
         if not gone and (state.vms or not state.baseline):
@@ -97,7 +94,7 @@ def _release(fs, journal: Journal, state: JournalState, uuids: set[str], *,
 
 def _run(fs, journal: Journal, state: JournalState, before, after, *, restore: bool,
          dry_run: bool) -> Result:
-    snapshot = take_snapshot(fs)
+    snapshot = take_snapshot(fs, [v.name for v in before + after])
     p = plan(snapshot, state.baseline, before, after, restore=restore)
     if dry_run:
         return Result(actions=p.actions, notes=p.notes)

@@ -63,10 +63,18 @@ class Journal:
         return cls(Path(os.environ.get(STATE_ENV) or fs.path("run/kvmrt")))
 
     @contextmanager
-    def locked(self) -> Iterator["Journal"]:
-        """One kvmrt command that changes the host at a time."""
+    def locked(self, *, dry_run: bool = False) -> Iterator["Journal"]:
+        """One kvmrt command that changes the host at a time; a dry run
+        only reads, so it takes no lock and creates nothing."""
+        if dry_run:
+            yield self
+            return
         self.ensure_dir()
-        with open(self.dir / "lock", "a") as lock:
+        try:
+            lock = open(self.dir / "lock", "a")
+        except OSError as exc:
+            raise JournalError(self.dir / "lock", exc.strerror or str(exc)) from exc
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self
 
@@ -112,7 +120,8 @@ class Journal:
         self.ensure_dir()
         data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            # Readable by all (kvmrt-stat as an ordinary user); nothing secret.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -123,7 +132,7 @@ class Journal:
 
     def ensure_dir(self) -> None:
         try:
-            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as exc:
             raise JournalError(self.path, exc.strerror or str(exc)) from exc
 

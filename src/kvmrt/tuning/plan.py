@@ -8,7 +8,10 @@ should hold is a function of the baseline and of the rt VMs now tuned:
 - a movable thread, an IRQ, the default IRQ mask and the workqueue mask
   lose the shielded CPUs (if nothing would be left, IRQs and masks go to
   the host's CPUs, and a thread bound only to shielded CPUs is left alone
-  and reported);
+  and reported). The tuned rt VMs' own threads are never touched (libvirt
+  pins them); the threads of other running VMs are shielded like any
+  other (SPEC 3.1), which never moves a thread pinned inside the shielded
+  CPUs, such as a vCPU: it is left alone and reported;
 - the vfio IRQs of an rt VM's passthrough devices go to its IRQ CPU;
 - cgroup v1 cpusets lose the offline CPUs (the kernel does that itself; kvmrt
   records the baseline so it can put them back on restore).

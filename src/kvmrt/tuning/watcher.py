@@ -44,26 +44,24 @@ def watch_once(fs: HostFS, journal: Journal) -> tuple[int, bool]:
     wanted = assignments(fs, journal)
     if not wanted:
         return 0, False
-    moved = 0
-    baseline = journal.load().baseline
-    for device, numbers in irqs.vfio_irqs(fs).items():
-        cpu = wanted.get(device)
-        if cpu is None:
-            continue
-        for irq in numbers:
-            moved += _bind(fs, journal, baseline, irq, cpu)
-    return moved, True
+    stray = [(irq, wanted[device]) for device, numbers in irqs.vfio_irqs(fs).items()
+             if device in wanted for irq in numbers]
+    current = {i.number: i for i in irqs.read_irqs(fs)} if stray else {}
+    todo = [(current[irq], cpu) for irq, cpu in stray
+            if irq in current and current[irq].affinity != {cpu}]
+    if not todo:
+        return 0, True
+    with journal.locked():     # not while boot or shutdown plan and write
+        baseline = journal.load().baseline
+        return sum(_bind(fs, journal, baseline, irq, cpu) for irq, cpu in todo), True
 
 
-def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: int, cpu: int) -> int:
-    current = {i.number: i for i in irqs.read_irqs(fs)}.get(irq)
-    if current is None or current.affinity == {cpu}:
-        return 0
-    key = f"irq:{irq}"
-    journal.record_old([Action("irq-affinity", key, f"IRQ {irq} ({current.name})",
-                               current.affinity, frozenset({cpu}))], baseline)
+def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: irqs.Irq, cpu: int) -> int:
+    key = f"irq:{irq.number}"
+    journal.record_old([Action("irq-affinity", key, f"IRQ {irq.number} ({irq.name})",
+                               irq.affinity, frozenset({cpu}))], baseline)
     try:
-        irqs.set_irq_affinity(fs, irq, frozenset({cpu}))
+        irqs.set_irq_affinity(fs, irq.number, frozenset({cpu}))
     except KvmrtError as exc:
         journal.refused(key, str(exc))
         return 0
@@ -94,12 +92,21 @@ def _loop(fs: HostFS, journal: Journal, *, once: bool) -> None:
         time.sleep(INTERVAL)
 
 
-def start_background(fs: HostFS) -> None:
-    """Start a detached watcher (it exits at once if one already runs)."""
+def start_background(fs: HostFS, *, wait: float = 2.0) -> int | None:
+    """Start a detached watcher (it exits at once if one already runs) and
+    return the PID of the watcher that runs, once it has said so."""
     env = {**os.environ, "KVMRT_FSROOT": str(fs.root)}
     subprocess.Popen([sys.executable, "-m", "kvmrt.tuning.watcher"], env=env,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    pidfile = Journal.for_host(fs).dir / "watcher.pid"
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            return int(pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.05)
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through start_background
