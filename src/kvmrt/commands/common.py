@@ -121,7 +121,7 @@ def print_recovery(result: Any) -> None:
     if result.actions:
         click.echo(f"recovered: restored {len(result.actions)} settings left by an "
                    "interrupted kvmrt or a VM stopped without kvmrt-shutdown")
-    for line in result.refused + result.failed:
+    for line in result.notes + result.refused + result.failed:
         click.echo(f"warning: {line}", err=True)
 
 

@@ -49,7 +49,7 @@ def _table(found: list[VmStatus], *, threads: bool) -> None:
     for s in found:
         p = s.placement
         click.echo(f"{s.vm.name:<20} {s.state:<10} {'yes' if s.vm.rt else 'no':<3} "
-                   f"{p.nr_vcpus if p else '-':>5} {format_ids(p.cpuset) if p else '-':<16} "
+                   f"{p.nr_vcpus if p else '-':>5} {(format_ids(p.cpuset) or '-') if p else '-':<16} "
                    f"{s.tuning or '-':<10} {s.vm.title}".rstrip())
         for problem in s.problems:
             click.echo(f"    {problem}")

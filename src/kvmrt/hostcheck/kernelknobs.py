@@ -89,22 +89,28 @@ def numa_balancing(ctx: Context) -> Finding:
 @check("timer-migration")
 def timer_migration(ctx: Context) -> Finding:
     """Timer migration is off (``kernel.timer_migration`` = 0), as tuned's latency profiles set."""
-    value = ctx.sysctl("kernel/timer_migration")
-    if value is None or value == "0":
-        return ok("timer migration is off" if value else "this kernel has no timer migration")
-    return warn("timer migration is on: timers move between CPUs and fire where they "
-                "were not armed", sysctl_remedy("kernel.timer_migration", "0"))
+    return _sysctl_off(ctx, "timer_migration", "timer migration",
+                       "timer migration is on: timers move between CPUs and fire where "
+                       "they were not armed")
 
 
 @check("nmi-watchdog")
 def nmi_watchdog(ctx: Context) -> Finding:
     """The NMI watchdog is off (``kernel.nmi_watchdog`` = 0)."""
-    value = ctx.sysctl("kernel/nmi_watchdog")
-    if value is None or value == "0":
-        return ok("the NMI watchdog is off" if value else "this kernel has no NMI watchdog")
-    return warn("the NMI watchdog interrupts every CPU periodically, rt CPUs included",
-                sysctl_remedy("kernel.nmi_watchdog", "0") + " (or nmi_watchdog=0 on the "
-                "kernel command line)")
+    return _sysctl_off(ctx, "nmi_watchdog", "the NMI watchdog",
+                       "the NMI watchdog interrupts every CPU periodically, rt CPUs included",
+                       also=" (or nmi_watchdog=0 on the kernel command line)")
+
+
+def _sysctl_off(ctx: Context, name: str, what: str, warning: str, *,
+                also: str = "") -> Finding:
+    """PASS when ``kernel.NAME`` is 0 or absent, else ``warning`` with the sysctl remedy."""
+    value = ctx.sysctl(f"kernel/{name}")
+    if value is None:
+        return ok(f"this kernel has no {what.removeprefix('the ')}")
+    if value == "0":
+        return ok(f"{what} is off")
+    return warn(warning, sysctl_remedy(f"kernel.{name}", "0") + also)
 
 
 @check("clocksource")
