@@ -249,3 +249,19 @@ def _text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_two_socket_xeon_cycle_restores_exactly(make_host):
+    """Package 1 of the two-socket Xeon (core_id repeats across packages)."""
+    root = make_host(hostgen.xeon_2s20c2t())
+    fs, before = HostFS(root), tree(root)
+    vm = rt_vm(root, "[00000000-0000-4000-8000-0000000000c1]\nname = x\ncpuset = 20-27\nrt = 1")
+    assert vm.offline == set(range(60, 68))
+    result = engine.tune(fs, vm)
+    assert not result.failed
+    assert all(read(root, f"sys/devices/system/cpu/cpu{c}/online") == "0" for c in range(60, 68))
+    assert read(root, "sys/devices/system/cpu/cpu20/online") == "1"
+    for irq in (root / "proc/irq").glob("[0-9]*"):
+        assert not cpulist(root, f"proc/irq/{irq.name}/smp_affinity_list") & vm.shielded
+    engine.release(fs, [vm.uuid])
+    assert changed(before, tree(root)) == []
