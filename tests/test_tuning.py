@@ -8,6 +8,7 @@ taken before: restore means byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -264,4 +265,21 @@ def test_two_socket_xeon_cycle_restores_exactly(make_host):
     for irq in (root / "proc/irq").glob("[0-9]*"):
         assert not cpulist(root, f"proc/irq/{irq.name}/smp_affinity_list") & vm.shielded
     engine.release(fs, [vm.uuid])
+    assert changed(before, tree(root)) == []
+
+
+def test_kernel_threads_only_on_shielded_cpus_move_user_threads_stay(make_host):
+    """A node's kswapd (or a threaded IRQ handler) bound to the rt CPUs goes
+    to the host CPUs; a user thread its owner pinned there is left alone."""
+    spec = hostgen.threadripper_5975wx()
+    extra = (hostgen.TaskSpec(116, "kswapd1", affinity=frozenset(range(8, 16)), kernel=True),
+             hostgen.TaskSpec(6000, "pinned-app", affinity=frozenset({9})))
+    root = make_host(dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + extra))
+    fs, before = HostFS(root), tree(root)
+    result = engine.tune(fs, rt_vm(root))
+    assert read_task(fs, 116, 116).affinity == set(range(64)) - SHIELDED
+    assert read_task(fs, 6000, 6000).affinity == {9}
+    assert any("thread 6000 (pinned-app) may only run on shielded CPUs 9" in n
+               for n in result.notes)
+    engine.release(fs, [rt_vm(root).uuid])
     assert changed(before, tree(root)) == []

@@ -111,7 +111,7 @@ def _items(s: Snapshot, wanted: Wanted) -> Iterator[_Item]:
         if t.pid not in s.protected_pids and not t.pinned:
             yield _Item("task-affinity", f"task:{t.tid}:{t.starttime}",
                         f"thread {t.tid} ({t.comm})", t.affinity,
-                        lambda base, w: (base - w.shielded) or base)
+                        _task_target(s.all_cpus, kernel=t.kernel))
     vfio = {irq: str(a) for a, irqs in s.vfio.items() for irq in irqs}
     for irq in s.irqs:
         yield _Item("irq-affinity", f"irq:{irq.number}", f"IRQ {irq.number} ({irq.name})",
@@ -121,6 +121,21 @@ def _items(s: Snapshot, wanted: Wanted) -> Iterator[_Item]:
     if s.workqueue is not None:
         yield _Item("workqueue", "workqueue", "workqueue cpumask", s.workqueue,
                     lambda base, w: (base - w.shielded) or host)
+
+
+def _task_target(all_cpus: frozenset[int], *, kernel: bool):
+    """A thread loses the shielded CPUs. One allowed only on shielded CPUs
+    moves to the host's CPUs if it is a movable kernel thread (a node's
+    kswapd/kcompactd, a threaded IRQ handler that follows its IRQ), and is
+    left alone if it is a user thread (its owner pinned it there)."""
+    def target(base: frozenset[int], w: Wanted) -> frozenset[int]:
+        if base - w.shielded:
+            return base - w.shielded
+        if kernel and w.shielded:
+            return (all_cpus - w.shielded - w.offline) or base
+        return base
+
+    return target
 
 
 def _irq_target(device: str | None, host: frozenset[int]):
@@ -143,7 +158,7 @@ def _notes(s: Snapshot, wanted: Wanted) -> list[str]:
         notes.append(f"{len(stuck)} per-CPU kernel threads stay on shielded CPUs "
                      f"(the kernel binds them: {names}{', ...' if len(stuck) > 6 else ''})")
     only = [t for t in s.tasks if t.pid not in s.protected_pids and not t.pinned
-            and t.affinity and t.affinity <= wanted.shielded]
+            and not t.kernel and t.affinity and t.affinity <= wanted.shielded]
     for t in only:
         notes.append(f"thread {t.tid} ({t.comm}) may only run on shielded CPUs "
                      f"{format_ids(t.affinity)}; left as it is")
