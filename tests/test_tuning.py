@@ -283,3 +283,18 @@ def test_kernel_threads_only_on_shielded_cpus_move_user_threads_stay(make_host):
                for n in result.notes)
     engine.release(fs, [rt_vm(root).uuid])
     assert changed(before, tree(root)) == []
+
+
+def test_refresh_shields_the_threads_of_a_vm_started_beside(make_host):
+    """A non-rt VM started while an rt VM is tuned: libvirt lets its QEMU run
+    on every CPU; the refresh that kvmrt-boot runs after it shields them."""
+    tr = make_host(hostgen.threadripper_5975wx())
+    fs = HostFS(tr)
+    engine.tune(fs, rt_vm(tr))
+    hostgen.write_task(hostgen.Tree(tr), hostgen.threadripper_5975wx(),
+                       hostgen.TaskSpec(8000, "qemu-system-x86"), 1)
+    assert read_task(fs, 8000, 8000).affinity == set(range(64))
+    result = engine.refresh(fs)
+    assert [a.label for a in result.actions] == ["thread 8000 (qemu-system-x86)"]
+    assert not read_task(fs, 8000, 8000).affinity & SHIELDED
+    assert read_task(fs, QEMU_PID, QEMU_PID).affinity == set(range(64))  # the rt VM's own

@@ -49,6 +49,9 @@ def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
     if any(vm.rt for vm in selected):
         _warn_irqbalance(fs)
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
+    if not dry_run and any(not vm.rt for vm in selected):
+        # A non-rt VM started beside tuned rt VMs runs everywhere at first.
+        common.print_recovery(engine.refresh(fs), what="shielded the new VMs' threads:")
     if not dry_run and any(vm.rt and vm.pcidevs for vm in selected):
         watcher.start_background(fs)
     common.print_results(results, verbose=dry_run)

@@ -106,19 +106,26 @@ def refuse_running(config: Config, running: set[str]) -> None:
         fail(f"--clean: VMs of the config are running ({', '.join(names)}); nothing started")
 
 
-def print_actions(actions: list, *, verbose: bool, indent: str = "  ") -> None:
+def summarize_actions(actions: list) -> str:
     from kvmrt.tuning.model import summarize
 
+    return summarize(actions)
+
+
+def print_actions(actions: list, *, verbose: bool, indent: str = "  ") -> None:
     if verbose:
         for a in actions:
             click.echo(f"{indent}{a.describe()}")
     elif actions:
-        click.echo(f"{indent}changed: {summarize(actions)}")
+        click.echo(f"{indent}changed: {summarize_actions(actions)}")
 
 
-def print_recovery(result: Any) -> None:
-    """What recovery after an interrupted kvmrt put back."""
-    if result.actions:
+def print_recovery(result: Any, *, what: str = "") -> None:
+    """What recovery after an interrupted kvmrt put back (or, with ``what``,
+    another engine run did)."""
+    if result.actions and what:
+        click.echo(f"{what} {summarize_actions(result.actions)}")
+    elif result.actions:
         click.echo(f"recovered: restored {len(result.actions)} settings left by an "
                    "interrupted kvmrt or a VM stopped without kvmrt-shutdown")
     for line in result.notes + result.refused + result.failed:

@@ -63,6 +63,19 @@ def tune(fs: HostFS, vm: TunedVm, *, dry_run: bool = False) -> Result:
         return _run(fs, journal, state, before, after, restore=False, dry_run=dry_run)
 
 
+def refresh(fs: HostFS) -> Result:
+    """Shield again for the rt VMs already tuned: threads and IRQs that
+    appeared since (a VM started beside them, whose QEMU libvirt lets run
+    on every CPU) leave their CPUs."""
+    journal = Journal.for_host(fs)
+    with journal.locked():
+        state = journal.load()
+        if not state.vms:
+            return Result()
+        tuned = list(state.vms.values())
+        return _run(fs, journal, state, tuned, tuned, restore=False, dry_run=False)
+
+
 def release(fs: HostFS, uuids: list[str], *, dry_run: bool = False) -> Result:
     journal = Journal.for_host(fs)
     with journal.locked(dry_run=dry_run):
