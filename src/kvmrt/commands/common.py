@@ -38,7 +38,9 @@ def command(fn: Callable) -> click.Command:
                 raise
             fail(str(exc))
 
-    return click.command(context_settings=CONTEXT)(wrapper)
+    # One version for every tool, from the installed package's metadata.
+    versioned = click.version_option(package_name="kvmrt", message="%(prog)s %(version)s")
+    return click.command(context_settings=CONTEXT)(versioned(wrapper))
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -47,7 +49,7 @@ def fail(message: str, code: int = 1) -> None:
 
 
 file_option = click.option(
-    "-f", "--file", "path", default=None, metavar="FILE",
+    "-f", "--file", "path", default=None, metavar="FILE", type=click.Path(),
     help=f"Config file (default {DEFAULT_PATH}).")
 all_option = click.option(
     "--all", "include_disabled", is_flag=True, help="Include disabled VMs.")
@@ -55,7 +57,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 connect_option = click.option(
     "-c", "--connect", "uri", default=None, metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
-vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...")
+
+
+def complete_vms(ctx: click.Context, _param: click.Parameter,
+                 incomplete: str) -> list[str]:
+    """Shell completion: the VM names of the config (-f, else the default)."""
+    try:
+        config = load_config(ctx.params.get("path") or DEFAULT_PATH)
+    except (KvmrtError, OSError):
+        return []
+    return [vm.name for vm in config.vms if vm.name and vm.name.startswith(incomplete)]
+
+
+vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...", shell_complete=complete_vms)
 
 
 def require_root() -> None:
