@@ -139,6 +139,9 @@ def test_a_vm_whose_domain_was_deleted_says_how_to_remove_or_disable_it(root, tm
     out = edit(root, cfg, uri, editor(tmp_path, "s/^name = gone$/&\\ntitle = G/"), check=1)
     assert f"gone: failed: libvirt has no domain with UUID {gone}" in out.stderr
     assert "set disabled = true in it" in out.stderr and f"{cfg}: saved" in out.stdout
+    # Removing the section is the way out; no domain is touched.
+    out = edit(root, cfg, uri, editor(tmp_path, f"/^\\[{gone}\\]$/,$d"))
+    assert "gone: removed from the config\n" in out.stdout and "gone" not in out.stderr
 
 
 # -- issue 9.6: a disabled VM never blocks a save ---------------------------

@@ -250,7 +250,8 @@ def _sync(before: Config, after: Config, host: Host, libvirt: _Libvirt) -> None:
     defined = [vm for vm in after.active() if domains.by_uuid(vm.uuid) is not None]
     others = [vm for vm in defined if vm not in changed]
     for vm in _removed(before, after):
-        click.echo(f"{vm.label}: removed from the config; its libvirt domain is left as it is")
+        kept = "" if domains.by_uuid(vm.uuid) is None else "; its libvirt domain is left as it is"
+        click.echo(f"{vm.label}: removed from the config{kept}")
     for o in sync_to_libvirt(others, host.topology, domains, query=True):
         _say_unsynced(o)
     for vm in after.active():
