@@ -123,7 +123,8 @@ def test_dry_run_and_clean_change_nothing(host):
     out = kvmrt(host, "kvmrt-boot", "--dry-run", "RedHawk-8.4-RT")
     assert "would be retuned" in out.stdout and "CPU 40: online -> offline" in out.stdout
     out = kvmrt(host, "kvmrt-boot", "--clean", check=1)
-    assert "running (RedHawk-8.4-RT); nothing started" in out.stderr
+    assert "already run: RedHawk-8.4-RT; stop them first (kvmrt-shutdown RedHawk-8.4-RT)" \
+        in out.stderr
     out = kvmrt(host, "kvmrt-shutdown", "--dry-run")
     assert "would shut down: RedHawk-8.4-RT" in out.stdout
     assert changed(before, tree(host)) == []

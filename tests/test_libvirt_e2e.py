@@ -203,6 +203,29 @@ def test_edit_with_errors_then_quit_or_fix(domain, tmp_path):
     assert out.stdout == "no changes\n"
 
 
+
+def test_edit_syncs_only_what_it_changed(domain, tmp_path):
+    """A virsh edit on a VM the edit leaves alone survives the edit; a VM
+    whose domain was undefined gets told how to remove or disable it."""
+    a, a_uid = domain()
+    b, b_uid = domain()
+    c, c_uid = domain()
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(f"[{a_uid}]\nname = {a}\n\n[{b_uid}]\nname = {b}\n\n[{c_uid}]\nname = {c}\n")
+    kvmrt("kvmrt-sync-config", "-f", str(cfg))
+    sh("virsh", "-c", URI, "desc", b, "--config", "--title", "set with virsh")
+    sh("virsh", "-c", URI, "undefine", c)
+    ed = editor(tmp_path, f"s/^name = {a}$/&\\nhide_kvm = yes/")
+    out = kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR=ed)
+    assert f"{a}: updated" in out.stdout and "<hidden state='on'/>" in dumpxml(a)
+    assert "<title>set with virsh</title>" in dumpxml(b)
+    assert (f"{b}: not changed by this edit, out of step with libvirt and left as it is: "
+            f"'kvmrt-sync-config -r {b}' takes libvirt's side") in out.stdout
+    assert (f"warning: {c}: libvirt has no domain with UUID {c_uid} (deleted, or not "
+            f"defined yet); define it, or remove its section [{c_uid}] or set disabled = "
+            "true in it") in out.stderr
+    assert list(tmp_path.glob("kvmrt-edit-*")) == []
+
 def test_unreachable_libvirt_is_one_clear_line(tmp_path):
     cfg = tmp_path / "k.cfg"
     proc = kvmrt("kvmrt-import", "-f", str(cfg), "-c",

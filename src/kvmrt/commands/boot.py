@@ -18,15 +18,20 @@ from kvmrt.tuning import engine, watcher
 @common.command
 @common.file_option
 @common.connect_option
-@common.all_option
+@click.option("--all", "every", is_flag=True,
+              help="Boot every enabled VM, whether or not it has autostart "
+                   "(disabled VMs are never booted).")
 @click.option("--clean", is_flag=True,
-              help="Tolerate no error: if any VM of the config runs, start nothing (exit 1).")
+              help="Tolerate no error: if any enabled VM of the config already runs, start "
+                   "nothing, name those VMs and exit 1 (stop them with kvmrt-shutdown).")
 @click.option("--dry-run", is_flag=True, help="Print the actions; change nothing.")
 @common.vms_argument
-def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
+def main(path: str | None, uri: str | None, every: bool, clean: bool,
          dry_run: bool, vms: tuple[str, ...]) -> None:
     """Validate the config, then tune the host and boot the autostart VMs
-    (all with --all, or the named ones), in config order.
+    (every enabled VM with --all, or the named ones), in config order.
+    A disabled VM is never booted, and its problems with this host block
+    nothing.
 
     For an rt VM: SMT siblings offline, its CPUs shielded from every other
     thread and IRQ, vfio IRQs on its IRQ CPU; then the domain XML is synced
@@ -37,15 +42,14 @@ def main(path: str | None, uri: str | None, include_disabled: bool, clean: bool,
     if not dry_run:
         common.require_root()
     config, host, fs = common.load(path), common.host(), HostFS()
-    common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
+    selected = common.to_boot(config, vms, every=every)
+    common.refuse_errors(config, host, names=vms)
     domains = Domains(connect(uri))
     running = domains.running_uuids()
     if clean:
         common.refuse_running(config, running)
     if not dry_run:
         common.print_recovery(engine.recover(fs, running))
-    selected = [vm for vm in config.select(vms, include_disabled=include_disabled)
-                if vms or include_disabled or vm.autostart]
     if any(vm.rt for vm in selected):
         _warn_irqbalance(fs)
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from kvmrt import diagnostics as diag
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config
 from kvmrt.errors import KvmrtError
 from kvmrt.host import HostFS, read_host
@@ -114,10 +115,33 @@ def refuse_broken_file(config: Config) -> None:
 
 
 def refuse_running(config: Config, running: set[str]) -> None:
-    """--clean: nothing starts while any VM of the config runs."""
-    names = [vm.label for vm in config.vms if vm.uuid.lower() in running]
+    """--clean: nothing starts while any enabled VM of the config runs
+    (a disabled VM is hidden: it neither boots nor blocks)."""
+    names = [vm.label for vm in config.active() if vm.uuid.lower() in running]
     if names:
-        fail(f"--clean: VMs of the config are running ({', '.join(names)}); nothing started")
+        fail(f"--clean: nothing started, because VMs of the config already run: "
+             f"{', '.join(names)}; stop them first (kvmrt-shutdown {' '.join(names)})")
+
+
+def to_boot(config: Config, names: tuple[str, ...], *, every: bool) -> list:
+    """The VMs kvmrt-boot boots, in config order: the named ones, else the
+    enabled ones with autostart (``every``: regardless of autostart).
+
+    A disabled VM is never booted; naming one is refused before anything
+    changes. (The same rule serves any tool that boots VMs.)
+    """
+    if not names:
+        return [vm for vm in config.active() if every or vm.autostart]
+    chosen = config.select(names)
+    disabled = [vm for vm in chosen if vm.disabled]
+    for vm in disabled:
+        click.echo(diag.error(
+            "disabled", "a disabled VM is never booted; set disabled = false with "
+            "kvmrt-edit-config to boot it", vms=(vm.label,), attribute="disabled",
+            line=vm.line_of("disabled"), file=config.path).format(), err=True)
+    if disabled:
+        fail(f"{len(disabled)} disabled VM(s) named; nothing booted")
+    return chosen
 
 
 def summarize_actions(actions: list) -> str:
