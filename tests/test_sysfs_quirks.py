@@ -20,11 +20,16 @@ import pytest
 
 import hostcheck_fixtures as F
 import hostgen
+from kvmrt.config.file import parse_config
+from kvmrt.config.sets import PciAddress
 from kvmrt.errors import HostReadError
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.cgroups import read_cpusets
 from kvmrt.host.cpuctl import is_online, set_online
 from kvmrt.host.irqs import read_default_affinity, read_irqs, read_workqueue_mask
+from kvmrt.hostcheck import Status, validate_host
+from kvmrt.placement import place
+from kvmrt.validate import validate
 
 BIN = Path(sys.executable).parent
 CPU = hostgen.CPU
@@ -119,3 +124,84 @@ def test_a_nul_inside_a_value_is_still_refused_naming_the_file(small: Path) -> N
     proc = tool("kvmrt-show-host", root=small)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"{small / CPU / 'online'}" in proc.stderr
+
+
+# -- NUMA nodes: none made up --------------------------------------------------------
+RT_UUID = "fde74e84-0e1b-404e-90e7-72101e79c48a"
+
+
+def vm_cfg(cpuset: str, numatune: str = "auto", rt: bool = False) -> str:
+    return (f"[{RT_UUID}]\nname = vm\ncpuset = {cpuset}\nnumatune = {numatune}\n"
+            f"rt = {rt}\n")
+
+
+def diagnostics(text: str, root: Path) -> list[tuple[str, str]]:
+    return [(d.code, d.message) for d in validate(parse_config(text, "k.cfg"),
+                                                  read_host(HostFS(root)))]
+
+
+def placed(text: str, root: Path):
+    return place(parse_config(text, "k.cfg").vms[0], read_host(HostFS(root)).topology)
+
+
+@pytest.fixture
+def no_node0(make_host) -> Path:
+    """The Threadripper with its NUMA nodes numbered 1-4 by the firmware."""
+    root = make_host(hostgen.threadripper_5975wx())
+    hostgen.renumber_nodes(root, {0: 1, 1: 2, 2: 3, 3: 4})
+    return root
+
+
+def test_a_host_without_node_0_has_only_the_nodes_sysfs_shows(no_node0: Path) -> None:
+    topo = read_host(HostFS(no_node0)).topology
+    assert list(topo.nodes) == [1, 2, 3, 4]
+    assert topo.nodes[1] == set(range(0, 8)) | set(range(32, 40))
+    assert {c.node for c in topo.cpus.values()} == {1, 2, 3, 4}
+    assert read_host(HostFS(no_node0)).pci[PciAddress.parse("0000:21:00.0")].numa_node == 3
+    text = tool("kvmrt-show-host", root=no_node0).stdout
+    assert "node n0" not in text and [f"node n{n}" in text for n in (1, 2, 3, 4)] == [True] * 4
+    data = json.loads(tool("kvmrt-show-host", "--json", root=no_node0).stdout)
+    assert [n["node"] for n in data["nodes"]] == [1, 2, 3, 4]
+
+
+def test_node_0_of_a_cpuset_or_numatune_is_unknown_without_node_0(no_node0: Path) -> None:
+    assert placed(vm_cfg("n1"), no_node0).numatune == {1}
+    found = diagnostics(vm_cfg("n0"), no_node0)
+    assert [c for c, _ in found] == ["unknown-cpu"]
+    assert "NUMA node 0" in found[0][1] and "1-4" in found[0][1]
+    found = diagnostics(vm_cfg("n1", numatune="0"), no_node0)
+    assert [c for c, _ in found] == ["unknown-node"]
+    assert "host has nodes 1-4" in found[0][1]
+
+
+def test_an_offline_node_0_with_its_directory_left_is_not_a_node(make_host) -> None:
+    root = make_host(hostgen.offline_4c2t())
+    hostgen.renumber_nodes(root, {2: 0, 0: 1, 1: 2})  # node 0 is memory-only
+    (root / hostgen.NODE / "online").write_text("1-2\n")  # and its memory went away
+    topo = read_host(HostFS(root)).topology
+    assert list(topo.nodes) == [1, 2]
+    assert "memory-only" not in tool("kvmrt-show-host", root=root).stdout
+    assert "NUMA node 0" in diagnostics(vm_cfg("n0"), root)[0][1]
+
+
+def test_a_kernel_without_numa_has_one_implicit_node_0(legacy: Path) -> None:
+    topo = read_host(HostFS(legacy)).topology
+    assert topo.nodes == {0: frozenset({0, 1, 2, 3})}
+    assert {c.node for c in topo.cpus.values()} == {0}
+    assert placed(vm_cfg("n0"), legacy).cpuset == {0, 1, 2, 3}
+    assert placed(vm_cfg("1-2"), legacy).numatune == {0}
+    assert "NUMA node 1" in diagnostics(vm_cfg("n1"), legacy)[0][1]
+    assert "node n0" in tool("kvmrt-show-host", root=legacy).stdout
+
+
+def test_validate_host_reads_the_memory_of_the_nodes_there_are(tmp_path: Path) -> None:
+    root = F.build_rt_host(tmp_path / "h", hostgen.threadripper_5975wx(),
+                           F.tuned(hugepages_1g=0))
+    hostgen.renumber_nodes(root, {0: 1, 1: 2, 2: 3, 3: 4})
+    cfg = parse_config(f"[{RT_UUID}]\nname = RedHawk-8.4-RT\ncpuset = n2\nrt = True\n", "k.cfg")
+    found = {r.id: r.finding for r in
+             validate_host(HostFS(root), config=cfg, uri="test:///default").results}
+    assert found["hugepages"].status is Status.WARN
+    assert "node(s) 2 " in found["hugepages"].message
+    assert "/sys/devices/system/node/node2/hugepages" in found["hugepages"].remedy
+    assert "node(s) 2 have 32 GiB" in found["rt-memory"].message
