@@ -684,3 +684,53 @@ def test_check_ids_are_stable_and_documented():
     missing = [i for i in ids if not re.search(rf"^\.BI? {re.escape(i)}\b", man, re.M)]
     assert not missing, f"check ids missing from the man page: {missing}"
 
+
+
+# -- CPU 0, and parameters the kernel did not apply ----------------------------------
+def test_isolation_never_suggests_the_boot_cpu(host, tmp_path):
+    root = host(F.stock())
+    cfg = tmp_path / "k.cfg"
+    cfg.write_text(rt_cfg(cpuset="0-7", pcidevs=""))
+    found = checks(root, rt_cfg(cpuset="0-7", pcidevs=""))
+    for name in ("isolcpus", "nohz_full", "rcu_nocbs"):
+        f = found[name].finding
+        assert found[name].status is WARN
+        assert "CPU 0, the boot CPU, is left out" in f.message and "rt-boot-cpu" in f.message
+        assert f.kernel_params and all(
+            p.rpartition("=")[2].rpartition(",")[2] == "1-7" for p in f.kernel_params), f
+    report = json.loads(run("--json", "-f", str(cfg), "-c", TEST_URI, root=root).stdout)
+    line = report["kernel_cmdline"]
+    assert "nohz_full=1-7" in line and "isolcpus=managed_irq,domain,1-7" in line
+    assert "rcu_nocbs=1-7" in line and not re.search(r"(nohz_full|rcu_nocbs|,)=?0", line)
+
+
+def test_boot_cpu_left_out_of_a_tuned_host_still_passes(host):
+    cmdline = "ro isolcpus=managed_irq,domain,1-7 nohz_full=1-7 rcu_nocbs=1-7"
+    found = checks(host(F.tuned(cmdline=cmdline, isolated="1-7", nohz_full="1-7")),
+                   rt_cfg(cpuset="0-7", pcidevs=""))
+    for name in ("isolcpus", "nohz_full", "rcu_nocbs"):
+        assert found[name].status is PASS, found[name].finding
+        assert "covers CPUs 1-7" in found[name].finding.message
+
+
+@pytest.mark.parametrize("name, state, applied", [
+    ("nohz_full", F.tuned(nohz_full="8-15"), "/sys/devices/system/cpu/nohz_full: 8-15"),
+    ("isolcpus", F.tuned(isolated=""), "/sys/devices/system/cpu/isolated: none"),
+])
+def test_a_parameter_the_kernel_did_not_apply_says_so_and_where_to_look(host, name, state,
+                                                                          applied):
+    found = checks(host(state))[name]
+    f = found.finding
+    assert found.status is WARN
+    assert f.message.startswith(f"/proc/cmdline has {name}=")
+    assert "but the kernel did not apply it to CPUs" in f.message and applied in f.message
+    assert f.remedy.startswith("see why in the boot log: dmesg | grep -i ")
+    assert "change" not in f.remedy and f.kernel_params == ()
+
+
+def test_no_remedy_ever_changes_a_value_to_itself(host):
+    for state in (F.tuned(nohz_full="8-15"), F.tuned(isolated="8-15"), F.stock(),
+                  F.tuned(cmdline="ro irqaffinity=0-15")):
+        for r in checks(host(state)).values():
+            m = re.search(r"change (\S+) to (\S+)", r.finding.remedy or "")
+            assert not m or m[1] != m[2], r
