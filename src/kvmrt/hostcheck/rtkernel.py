@@ -163,6 +163,7 @@ def isolcpus(ctx: Context) -> Finding:
     """CPUs isolated from the scheduler (``isolated``, ``isolcpus=``)."""
     have = sysfs_cpus(ctx, f"{CPU_DIR}/isolated")
     if have is None:
+        ctx.require_cmdline()
         have = cmdline_cpus(ctx, "isolcpus") or frozenset()
     want = isolation_want(ctx)
     if want is None:
@@ -201,6 +202,7 @@ def nohz_full(ctx: Context) -> Finding:
 @check("rcu_nocbs")
 def rcu_nocbs(ctx: Context) -> Finding:
     """CPUs whose RCU callbacks run elsewhere (``rcu_nocbs=``, implied by ``nohz_full``)."""
+    ctx.require_cmdline()
     given = cmdline_cpus(ctx, "rcu_nocbs") or frozenset()
     have = given | (sysfs_cpus(ctx, f"{CPU_DIR}/nohz_full") or frozenset())
     want = isolation_want(ctx)
@@ -219,6 +221,7 @@ def _isolated(cpus: frozenset[int]) -> str:
 def irqaffinity(ctx: Context) -> Finding:
     """Where device interrupts start (``irqaffinity=``; default every CPU)."""
     every = ctx.host.topology.all_cpus
+    ctx.require_cmdline()
     given = cmdline_cpus(ctx, "irqaffinity")
     have = every if not given else given
     if not ctx.rt_placements:
