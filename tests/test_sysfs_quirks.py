@@ -184,6 +184,16 @@ def test_an_offline_node_0_with_its_directory_left_is_not_a_node(make_host) -> N
     assert "NUMA node 0" in diagnostics(vm_cfg("n0"), root)[0][1]
 
 
+def test_cpus_of_a_node_sysfs_does_not_show_are_not_lost(make_host) -> None:
+    root = make_host(hostgen.offline_4c2t())
+    (root / hostgen.NODE / "online").write_text("1-2\n")  # node 0 offline, links left
+    topo = read_host(HostFS(root)).topology
+    assert list(topo.nodes) == [1, 2]
+    assert sorted(c for c, i in topo.cpus.items() if i.node is None) == [0, 1, 4, 5]
+    text = tool("kvmrt-show-host", root=root).stdout
+    assert "node n0" not in text and "on no NUMA node sysfs shows: CPUs 0-1,4\n" in text
+
+
 def test_a_kernel_without_numa_has_one_implicit_node_0(legacy: Path) -> None:
     topo = read_host(HostFS(legacy)).topology
     assert topo.nodes == {0: frozenset({0, 1, 2, 3})}
