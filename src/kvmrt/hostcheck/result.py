@@ -31,8 +31,9 @@ ACTIONABLE = frozenset({Status.WARN, Status.FAIL})
 @dataclass(frozen=True)
 class Finding:
     """One verdict. ``remedy`` says what to change (WARN and FAIL), or how
-    to have a skipped check performed (SKIP); ``kernel_params`` are the kernel command-line parameters it asks for,
-    exactly as they should be written (``nohz_full=8-23``)."""
+    to have a skipped check performed (SKIP); ``kernel_params`` are the
+    kernel command-line parameters it asks for, exactly as they should be
+    written (``nohz_full=8-23``)."""
 
     status: Status
     message: str
