@@ -875,3 +875,60 @@ NAMED_HOSTS: dict[str, Callable[[], HostSpec]] = {
     for f in (threadripper_5975wx, threadripper_cgroup_v1, xeon_2s20c2t, small_4c1t, offline_4c2t,
               multidie_2s2d4c2t, legacy_1s2c2t)
 }
+
+
+# -- sysfs as some real machines write it ----------------------------------------
+def renumber_nodes(root: Path, mapping: dict[int, int]) -> None:
+    """Give the NUMA nodes of a built tree other ids, as firmware may number
+    them: ``{0: 1, 1: 2}`` makes a host whose node 0 is offline (POWER
+    LPARs, some arm64 servers): no ``node0`` directory, ``online`` without
+    0, ``possible`` from 0. Moves ``nodeN/`` (and its ``meminfo`` lines),
+    the ``cpuK/nodeN`` links, the global node lists, every PCI
+    ``numa_node`` and cgroup v1 ``cpuset.mems``. Nodes not in ``mapping``
+    keep their id."""
+    root = Path(root)
+    node_dir = root / NODE
+    old = sorted(int(p.name[4:]) for p in node_dir.glob("node[0-9]*"))
+    new = {n: mapping.get(n, n) for n in old}
+    for n in old:  # two steps, so that 0->1 and 1->2 do not collide
+        (node_dir / f"node{n}").rename(node_dir / f"renumbered{n}")
+    for n in old:
+        target = node_dir / f"node{new[n]}"
+        (node_dir / f"renumbered{n}").rename(target)
+        meminfo = target / "meminfo"
+        if meminfo.exists():
+            meminfo.write_text(meminfo.read_text().replace(f"Node {n} ", f"Node {new[n]} "))
+    for link in sorted((root / CPU).glob("cpu[0-9]*/node[0-9]*")):
+        n = int(link.name[4:])
+        link.unlink()
+        os.symlink(f"../../node/node{new[n]}", link.parent / f"node{new[n]}")
+    with_cpus = IdSet.parse((node_dir / "has_cpu").read_text())
+    online = sorted(new.values())
+    for name in ("online", "has_memory", "has_normal_memory"):
+        (node_dir / name).write_text(format_ids(online) + "\n")
+    (node_dir / "has_cpu").write_text(format_ids(new[n] for n in with_cpus) + "\n")
+    (node_dir / "possible").write_text(format_ids(range(max(online) + 1)) + "\n")
+    for path in sorted((root / "sys/devices").rglob("numa_node")):
+        n = int(path.read_text())
+        path.write_text(f"{new.get(n, n)}\n")
+    for path in sorted((root / CPUSET).rglob("cpuset.*mems")):
+        mems = IdSet.parse(path.read_text())
+        path.write_text(format_ids(new.get(n, n) for n in mems) + "\n")
+
+
+def rewrite_values(root: Path, below: str, rewrite: Callable[[str], str]) -> list[Path]:
+    """Rewrite every one-line file below ``root/below`` with ``rewrite(value)``
+    (``value`` without its newline), as a kernel that formats values
+    otherwise shows them: ``lambda v: v + "\\0"`` for device-tree-derived
+    values ending in NUL. Multi-line files and empty values are kept.
+    Returns the files rewritten."""
+    changed = []
+    for path in sorted(Path(root, below).rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        text = path.read_text()
+        if text.count("\n") != 1 or not text.endswith("\n") or text == "\n":
+            continue
+        path.write_text(rewrite(text[:-1]))
+        changed.append(path)
+    return changed

@@ -140,3 +140,17 @@ def test_offline_cpus_in_a_non_rt_cpuset_are_reported(offline_host):
     h = read_host(HostFS(offline_host))
     assert [(d.code, d.message) for d in validate(config_of("cpuset = 4-7"), h)] == [
         ("offline-cpus", "CPUs 5,7 of the cpuset are offline and are not used")]
+
+
+@pytest.mark.parametrize("cpuset", ["0-3", "n0", "~8-63"])
+def test_rt_cpuset_with_the_boot_cpu_is_a_warning_with_the_reason(host, cpuset):
+    found = validate(config_of(f"cpuset = {cpuset}\nrt = 1"), host)
+    (d,) = [d for d in found if d.code == "rt-boot-cpu"]
+    assert not d.is_error and d.attribute == "cpuset" and d.line == 3
+    assert d.message.startswith("cpuset contains CPU 0, the boot CPU:")
+    assert "nohz_full=" in d.message and "leave CPU 0" in d.message
+
+
+def test_boot_cpu_is_fine_for_non_rt_vms_and_rt_vms_without_it(host):
+    assert "rt-boot-cpu" not in [c[1] for c in codes(host, "cpuset = 0-3")]
+    assert "rt-boot-cpu" not in [c[1] for c in codes(host, "cpuset = 1-4\nrt = 1")]

@@ -36,7 +36,7 @@ TEST_URI = "test:///default"
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent"
 RT_UUID = "fde74e84-0e1b-404e-90e7-72101e79c48a"
 
-PASS, WARN, FAIL = Status.PASS, Status.WARN, Status.FAIL
+PASS, WARN, FAIL, SKIP = Status.PASS, Status.WARN, Status.FAIL, Status.SKIP
 
 
 # -- helpers -----------------------------------------------------------------
@@ -209,7 +209,7 @@ CASES = [
     ("cgroup", F.tuned(mounts="proc /proc proc rw 0 0\n"), None, TR_CFG, FAIL,
      "no cgroup file system is mounted", "mount cgroup2"),
     ("ptp-kvm", F.tuned(clocksource="hpet"), None, TR_CFG, WARN,
-     "ptp_kvm cannot read this host's clock", "refclock PHC /dev/ptp0"),
+     "ptp_kvm cannot read this host's clock", "refclock PHC /dev/ptp_kvm poll 3 dpoll -2"),
 ]
 
 
@@ -239,7 +239,6 @@ PASSING = [
     ("irq-remapping", F.intel(), hostgen.xeon_2s20c2t(), None, "IR- interrupt chips"),
     ("vfio", F.tuned(modules=("kvm", "kvm_amd")), small(), None,
      "a module (/lib/modules/6.1.0-rt-amd64/kernel/drivers/vfio/pci/vfio-pci.ko.xz)"),
-    ("iommu-pt", F.tuned(), small(), None, "not checked: the IOMMU is off"),
     ("preempt-rt", F.tuned(realtime_file=False), None, TR_CFG, "is a PREEMPT_RT kernel"),
     ("rcu_nocbs", F.tuned(cmdline="ro nohz_full=8-23"), None, TR_CFG,
      "rcu_nocbs covers CPUs 8-23"),  # nohz_full implies rcu_nocbs
@@ -312,9 +311,74 @@ def test_a_sysfs_only_capture_says_what_it_cannot_tell(tmp_path):
                            ("cgroup", "/proc/mounts"), ("memlock", "/proc/self/limits"),
                            ("preempt-rt", "/proc/sys/kernel/version")):
         result = found[check_id]
-        assert result.status is WARN
-        assert result.finding.message == f"cannot be determined: {path} is missing below {root}"
+        assert result.status is SKIP
+        assert result.finding.message == f"not checked: {path} is missing below {root}"
         assert f"capture {path} too" in result.finding.remedy
+
+
+SKIPPED_IN_A_SYSFS_CAPTURE = {
+    "bare-metal": "/proc/cpuinfo is missing", "kvm": "/dev is missing",
+    "nested": "no kvm_intel or kvm_amd module is loaded", "vhost-net": "/dev is missing",
+    "tun": "/dev is missing", "irq-remapping": "/proc/interrupts is missing",
+    "qemu": "libvirt is unreachable", "rcu_nocbs": "/proc/cmdline is missing",
+    "irqaffinity": "/proc/cmdline is missing", "thp": "/sys/kernel/mm/transparent_hugepage",
+    "ksm": "/sys/kernel/mm/ksm/run is missing",
+    "numa-balancing": "/proc/sys/kernel/numa_balancing is missing",
+    "timer-migration": "/proc/sys/kernel/timer_migration is missing",
+    "nmi-watchdog": "/proc/sys/kernel/nmi_watchdog is missing",
+    "ptp-kvm": "the host's clocksource is unknown"}
+
+
+def test_a_check_not_performed_says_skip_with_why_never_pass(tmp_path):
+    root = hostgen.build_host(tmp_path / "capture", hostgen.threadripper_5975wx())
+    shutil.rmtree(root / "proc")  # a copy of /sys alone
+    found = checks(root, None, uri=UNREACHABLE)
+    for check_id, why in SKIPPED_IN_A_SYSFS_CAPTURE.items():
+        assert found[check_id].status is SKIP, found[check_id]
+        assert why in found[check_id].finding.message
+    for r in found.values():
+        assert (r.status is SKIP) == r.finding.message.startswith("not checked: "), r
+    proc = run("--json", "-c", UNREACHABLE, root=root, check=1)
+    data = json.loads(proc.stdout)
+    statuses = [c["status"] for c in data["checks"]]
+    assert {c["id"] for c in data["checks"] if c["status"] == "SKIP"} >= set(
+        SKIPPED_IN_A_SYSFS_CAPTURE)
+    assert (data["fails"], data["warnings"], data["skips"], data["passes"]) == tuple(
+        statuses.count(s) for s in ("FAIL", "WARN", "SKIP", "PASS"))
+    out = run("-c", UNREACHABLE, root=root, check=1).stdout
+    assert re.search(r"^SKIP  kvm +not checked: /dev is missing below ", out, re.M)
+    assert f"      -> mount procfs and sysfs below {root}, or capture /dev too" in out
+    assert out.rstrip().splitlines()[-1].startswith(
+        f"{data['fails']} FAIL, {data['warnings']} WARN, {data['passes']} PASS, "
+        f"{data['skips']} SKIP: ")
+
+
+def test_smt_without_its_control_file_is_told_by_the_topology(host):
+    root = host(F.tuned())
+    shutil.rmtree(root / hostgen.CPU / "smt")
+    assert checks(root)["smt"].finding.message.startswith("SMT: 2 threads per core (no ")
+    root = host(F.tuned(), small())
+    shutil.rmtree(root / hostgen.CPU / "smt")
+    assert checks(root)["smt"].finding.message == "no SMT: one thread per core"
+
+
+def test_ptp_kvm_guidance_names_dev_ptp_kvm_and_every_chrony_step(host):
+    f = checks(host(F.tuned()))["ptp-kvm"].finding
+    assert f.status is PASS
+    for step in ("modprobe ptp_kvm", "/etc/modules-load.d/ptp_kvm.conf",
+                 "'refclock PHC /dev/ptp_kvm poll 3 dpoll -2' to chrony.conf",
+                 "a passthrough NIC", "systemctl restart chronyd", "chronyc sources"):
+        assert step in f.message, step
+    assert "/dev/ptp0 poll" not in f.message
+
+
+def test_skip_is_left_out_of_the_kernel_command_line():
+    report = Report((Result("a", Finding(SKIP, "not checked: x", "y", ("nohz_full=1",))),
+                     Result("b", warn("x", "y", params=("iommu=pt",)))))
+    assert report.kernel_params == ("iommu=pt",)
+    assert (report.skips, report.warnings, report.passes, report.fails) == (1, 1, 0, 0)
+    assert format_report(Report((Result("kvm", ok("k")), Result("tun", Finding(
+        SKIP, "not checked: t")))), quiet=True).splitlines()[0].startswith("SKIP  tun")
 
 
 # -- passthrough devices --------------------------------------------------------
@@ -392,7 +456,7 @@ def test_libvirt_unreachable_fails_fast_and_says_what_to_do(host):
                                       "directory")
     assert "is libvirtd running?" in result.finding.remedy
     assert found["qemu"].finding.message == "not checked: libvirt is unreachable (see libvirt)"
-    assert found["rt-memory"].status is PASS
+    assert found["qemu"].status is SKIP and found["rt-memory"].status is SKIP
     assert found["rt-memory"].finding.message.startswith(
         "not checked: the VMs' memory is unknown while libvirt is unreachable; "
         "node(s) 1-2 have 64 GiB, 60 GiB free")
@@ -463,11 +527,13 @@ def test_qemu_check_against_the_system_daemon(host):
 def test_json_schema(host):
     proc = run("--json", "-f", str(TR_CFG), "-c", TEST_URI, root=host(F.stock()), check=0)
     data = json.loads(proc.stdout)
-    assert set(data) == {"checks", "fails", "warnings", "kernel_cmdline"}
+    assert set(data) == {"checks", "fails", "warnings", "skips", "passes", "kernel_cmdline"}
     for c in data["checks"]:
         assert set(c) == {"id", "status", "message", "remedy"}
         assert c["status"] in ("PASS", "WARN", "FAIL")
         assert (c["remedy"] is None) == (c["status"] == "PASS")
+    assert data["skips"] == 0 and data["passes"] == sum(
+        c["status"] == "PASS" for c in data["checks"])
     assert data["fails"] == sum(c["status"] == "FAIL" for c in data["checks"]) == 0
     assert data["warnings"] == sum(c["status"] == "WARN" for c in data["checks"]) == 18
     assert data["kernel_cmdline"].startswith("iommu=pt isolcpus=managed_irq,domain,8-23 ")
@@ -478,11 +544,14 @@ def test_json_schema(host):
 def test_quiet_prints_only_warnings_and_failures(host):
     root = host(F.tuned(), small())
     out = run("-q", "-c", TEST_URI, root=root, check=1).stdout
-    lines = [line for line in out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
+    lines = [line for line in out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL", "SKIP")]
     assert lines and not [line for line in lines if line.startswith("PASS")]
     assert "FAIL  iommu" in out and out.rstrip().splitlines()[-1].startswith("1 FAIL, ")
+    assert "SKIP  iommu-pt" in out and out.rstrip().endswith(", 2 SKIP: not fit to be a "
+                                                           "real-time KVM host until the "
+                                                           "FAILs are fixed")
     data = json.loads(run("-q", "--json", "-c", TEST_URI, root=root).stdout)
-    assert {c["status"] for c in data["checks"]} == {"WARN", "FAIL"}
+    assert {c["status"] for c in data["checks"]} == {"WARN", "FAIL", "SKIP"}
 
 
 def test_quiet_prints_nothing_when_all_pass():
@@ -528,7 +597,8 @@ def test_help():
     for option in ("-f, --file FILE", "-c, --connect URI", "--json", "-q, --quiet"):
         assert option in out
     text = " ".join(out.split())
-    assert "(PASS, WARN or FAIL)" in text and "Exits 1 when a check fails" in text
+    assert "(PASS, WARN, FAIL, or SKIP for a check that was not performed, with why)" in text
+    assert "Exits 1 when a check fails" in text
 
 
 def test_never_changes_the_host(host):
@@ -573,10 +643,11 @@ def test_an_ordinary_user_is_told_what_needs_root():
         shutil.rmtree(base)
     assert proc.returncode == 0, proc.stderr
     found = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
-    assert found["kvm"]["status"] == "WARN"
-    assert found["kvm"]["message"].startswith("/dev/kvm exists, but uid 65534 may not open it")
+    assert found["kvm"]["status"] == "SKIP"
+    assert found["kvm"]["message"].startswith(
+        "not checked: /dev/kvm exists, but uid 65534 may not open it")
     assert found["kvm"]["remedy"] == "run kvmrt-validate-host as root to check that KVM is usable"
-    assert found["irqbalance"]["status"] == "WARN"
+    assert found["irqbalance"]["status"] == "SKIP"
     assert "hidepid=2" in found["irqbalance"]["message"]
     assert found["libvirt"]["status"] == "PASS"
     assert [c for c in found.values() if c["status"] == "FAIL"] == []
@@ -684,3 +755,53 @@ def test_check_ids_are_stable_and_documented():
     missing = [i for i in ids if not re.search(rf"^\.BI? {re.escape(i)}\b", man, re.M)]
     assert not missing, f"check ids missing from the man page: {missing}"
 
+
+
+# -- CPU 0, and parameters the kernel did not apply ----------------------------------
+def test_isolation_never_suggests_the_boot_cpu(host, tmp_path):
+    root = host(F.stock())
+    cfg = tmp_path / "k.cfg"
+    cfg.write_text(rt_cfg(cpuset="0-7", pcidevs=""))
+    found = checks(root, rt_cfg(cpuset="0-7", pcidevs=""))
+    for name in ("isolcpus", "nohz_full", "rcu_nocbs"):
+        f = found[name].finding
+        assert found[name].status is WARN
+        assert "CPU 0, the boot CPU, is left out" in f.message and "rt-boot-cpu" in f.message
+        assert f.kernel_params and all(
+            p.rpartition("=")[2].rpartition(",")[2] == "1-7" for p in f.kernel_params), f
+    report = json.loads(run("--json", "-f", str(cfg), "-c", TEST_URI, root=root).stdout)
+    line = report["kernel_cmdline"]
+    assert "nohz_full=1-7" in line and "isolcpus=managed_irq,domain,1-7" in line
+    assert "rcu_nocbs=1-7" in line and not re.search(r"(nohz_full|rcu_nocbs|,)=?0", line)
+
+
+def test_boot_cpu_left_out_of_a_tuned_host_still_passes(host):
+    cmdline = "ro isolcpus=managed_irq,domain,1-7 nohz_full=1-7 rcu_nocbs=1-7"
+    found = checks(host(F.tuned(cmdline=cmdline, isolated="1-7", nohz_full="1-7")),
+                   rt_cfg(cpuset="0-7", pcidevs=""))
+    for name in ("isolcpus", "nohz_full", "rcu_nocbs"):
+        assert found[name].status is PASS, found[name].finding
+        assert "covers CPUs 1-7" in found[name].finding.message
+
+
+@pytest.mark.parametrize("name, state, applied", [
+    ("nohz_full", F.tuned(nohz_full="8-15"), "/sys/devices/system/cpu/nohz_full: 8-15"),
+    ("isolcpus", F.tuned(isolated=""), "/sys/devices/system/cpu/isolated: none"),
+])
+def test_a_parameter_the_kernel_did_not_apply_says_so_and_where_to_look(host, name, state,
+                                                                          applied):
+    found = checks(host(state))[name]
+    f = found.finding
+    assert found.status is WARN
+    assert f.message.startswith(f"/proc/cmdline has {name}=")
+    assert "but the kernel did not apply it to CPUs" in f.message and applied in f.message
+    assert f.remedy.startswith("see why in the boot log: dmesg | grep -i ")
+    assert "change" not in f.remedy and f.kernel_params == ()
+
+
+def test_no_remedy_ever_changes_a_value_to_itself(host):
+    for state in (F.tuned(nohz_full="8-15"), F.tuned(isolated="8-15"), F.stock(),
+                  F.tuned(cmdline="ro irqaffinity=0-15")):
+        for r in checks(host(state)).values():
+            m = re.search(r"change (\S+) to (\S+)", r.finding.remedy or "")
+            assert not m or m[1] != m[2], r

@@ -12,7 +12,7 @@ errors   syntax, bad-uuid, unknown-attribute, bad-value, missing-name,
          rt-all-cpus, offline-refused, pci-shared, iommu-split,
          topology-mismatch, vcpus-below-one
 warnings rt-multi-node, node-shared, rt-numatune, numatune-shared,
-         pci-remote-node, undersupplied, offline-cpus,
+         pci-remote-node, undersupplied, offline-cpus, rt-boot-cpu,
          not-defined, out-of-step, libvirt-autostart (with libvirt's domains)
 
 A VM with a malformed value gets only its load error: the rules that depend
@@ -100,6 +100,7 @@ def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
     if vm.rt:
         _check_rt(p, host, report)
         _check_unpluggable(p, host, report)
+        _check_boot_cpu(p, report)
     else:
         _check_non_rt(p, report)
     _check_pci_nodes(p, host, report)
@@ -198,6 +199,20 @@ def _check_libvirt(p: Placement, domain: Domain | None, report: _Report) -> None
     if domain.autostart:
         report.warning("libvirt-autostart", "libvirt's own autostart is on, so the VM would "
                        f"boot untuned; run: virsh autostart --disable {domain.name}", vm, None)
+
+
+# The CPU the kernel boots on. It keeps housekeeping work (nohz_full= and
+# isolcpus= leave it out), and is often not hotpluggable.
+BOOT_CPU = 0
+
+
+def _check_boot_cpu(p: Placement, report: _Report) -> None:
+    if BOOT_CPU in p.cpuset:
+        report.warning("rt-boot-cpu", f"cpuset contains CPU {BOOT_CPU}, the boot CPU: the "
+                       "kernel keeps its housekeeping there (nohz_full= and isolcpus= never "
+                       "include it, unbound work and timers land on it) and often cannot "
+                       f"take it offline; leave CPU {BOOT_CPU} and its core to the host",
+                       p.vm, "cpuset")
 
 
 def _check_unpluggable(p: Placement, host: Host, report: _Report) -> None:

@@ -60,6 +60,9 @@ def _cpu_tree(host: Host, owners: Owners) -> list[str]:
     hidden = sorted(c for c, info in topo.cpus.items() if info.core is None)
     if hidden:
         lines.append(f"offline, topology hidden by the kernel: CPUs {format_ids(hidden)}")
+    nodeless = sorted(c for c, info in topo.cpus.items() if info.node is None and c not in hidden)
+    if nodeless:
+        lines.append(f"on no NUMA node sysfs shows: CPUs {format_ids(nodeless)}")
     empty = [n for n, cpus in topo.nodes.items() if not cpus]
     if empty:
         lines.append(f"memory-only nodes (no CPUs): {format_ids(empty)}")

@@ -17,7 +17,7 @@ from kvmrt.hostcheck import Status, format_report, validate_host
 @common.file_option
 @common.connect_option
 @common.json_option
-@click.option("-q", "--quiet", is_flag=True, help="Print only WARN and FAIL.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only WARN, FAIL and SKIP.")
 def main(path: str | None, uri: str | None, as_json: bool, quiet: bool) -> None:
     """Check that this host is fit to be a real-time KVM host: what
     virt-host-validate checks for QEMU/KVM (virtualization, /dev/kvm, IOMMU,
@@ -26,8 +26,9 @@ def main(path: str | None, uri: str | None, as_json: bool, quiet: bool) -> None:
     idle states, real-time throttling, THP, KSM, NUMA balancing, timers, the
     clocksource, memory locking, huge pages, SMT and cgroups.
 
-    Prints one line per check (PASS, WARN or FAIL) and, below each WARN and
-    FAIL, what to change. With a config (-f FILE, or /etc/kvmrt.cfg when it
+    Prints one line per check (PASS, WARN, FAIL, or SKIP for a check that
+    was not performed, with why) and, below each WARN and FAIL, what to
+    change. With a config (-f FILE, or /etc/kvmrt.cfg when it
     exists) the checks also cover its rt VMs: exact kernel parameters for
     their CPUs, their PCI devices, their memory. Changes nothing; runs as an
     ordinary user too. Exits 1 when a check fails, else 0.

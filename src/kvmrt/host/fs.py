@@ -7,9 +7,15 @@ land in: ``/`` on a real host, a generated tree in tests, a recorded tree when
 debugging someone else's machine (``KVMRT_FSROOT``, like hwloc's
 ``HWLOC_FSROOT``).
 
-Kernel files end in a newline and some are legitimately absent (``cpu0`` has
-no ``online`` file on most x86 machines, an unbound PCI device has no
-``driver`` link), so reads take an optional ``default`` for "absent".
+Kernel files normally end in a newline, but not every value does: values
+that come from firmware or the device tree end in NUL bytes on some ARM and
+x86 machines (``"0-7\\0"``), and some drivers print without a newline or
+with stray blanks. Reads take a value as the kernel's own parsers
+(``sysfs_streq``, ``kstrto*``) and hwloc do: the text up to its trailing NULs
+and whitespace, so one oddly written file never costs the whole host. Some
+files are legitimately absent (``cpu0`` has no ``online`` file on most x86
+machines, an unbound PCI device has no ``driver`` link), so reads take an
+optional ``default`` for "absent".
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from kvmrt.errors import HostReadError, SetSyntaxError
 
 FSROOT_ENV = "KVMRT_FSROOT"
 
+# What may trail a value: the kernel's newline, blanks, and the NUL padding
+# of firmware and device-tree strings, in any order.
+_TRAILING = "\0 \t\n\r\v\f"
+
 T = TypeVar("T")
 
 
@@ -36,6 +46,12 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+
+
+def sysfs_value(text: str) -> str:
+    """``text`` as a value: leading whitespace and trailing NULs and
+    whitespace dropped (``" 0-3\\n\\0\\0"`` -> ``"0-3"``)."""
+    return text.rstrip(_TRAILING).lstrip()
 
 
 def parse_cpulist(text: str) -> frozenset[int]:
@@ -74,7 +90,8 @@ class HostFS:
         return self.path(rel).is_dir()
 
     def read(self, rel: str, default: T | _Absent = _ABSENT) -> str | T:
-        """The file's text without surrounding whitespace (the kernel's newline).
+        """The file's value: its text without leading whitespace nor trailing
+        NUL bytes and whitespace (see the module doc).
 
         An absent file returns ``default``, or raises ``FileNotFoundError``
         when no default is given. Other ``OSError`` s propagate. Bytes that
@@ -84,7 +101,7 @@ class HostFS:
             text = self.path(rel).read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return self._absent(rel, default)
-        return text.strip()
+        return sysfs_value(text)
 
     def read_cpulist(
         self, rel: str, default: T | _Absent = _ABSENT

@@ -16,12 +16,18 @@ What real sysfs does, and what this reader relies on:
 - ``sys/devices/system/node/nodeN/cpulist`` lists a node's *online* CPUs; a
   memory-only node has an empty list. The ``cpuN/nodeM`` link stays while
   the CPU is offline, so it is read for every CPU. A kernel without NUMA has
-  no ``sys/devices/system/node``: one node 0 holds every CPU.
+  no ``sys/devices/system/node``: one implicit node 0 holds every CPU.
+- Node ids need not start at 0: firmware may number them from 1 (POWER
+  LPARs, some arm64 servers), and a node whose memory went away is offline.
+  The nodes are the ``nodeN`` directories that ``node/online`` lists (every
+  directory when that file is absent); no node is made up, and a link to a
+  node that is not among them is ignored.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from kvmrt.errors import HostReadError
 from kvmrt.host.fs import HostFS, host_read_errors
@@ -48,8 +54,9 @@ def read_topology(fs: HostFS) -> Topology:
     with host_read_errors():
         present = present_cpus(fs)
         online = fs.read_cpulist(f"{CPU_DIR}/online", default=present)
-        raw = [read_cpu(fs, cpu, online_list=online) for cpu in sorted(present)]
         nodes = read_nodes(fs, present)
+        raw = [read_cpu(fs, cpu, online_list=online, nodes=nodes.keys())
+               for cpu in sorted(present)]
     return Topology.build(raw, nodes)
 
 
@@ -63,11 +70,13 @@ def present_cpus(fs: HostFS) -> frozenset[int]:
     return present
 
 
-def read_cpu(fs: HostFS, cpu: int, *, online_list: frozenset[int]) -> RawCpu:
-    """One CPU's sysfs data; topology fields are ``None`` while it is offline."""
+def read_cpu(fs: HostFS, cpu: int, *, online_list: frozenset[int],
+             nodes: Iterable[int]) -> RawCpu:
+    """One CPU's sysfs data; topology fields are ``None`` while it is offline.
+    ``nodes`` are the host's nodes (:func:`read_nodes`)."""
     base = f"{CPU_DIR}/cpu{cpu}"
     online = cpu_online(fs, cpu, online_list=online_list)
-    node = cpu_node(fs, cpu)
+    node = cpu_node(fs, cpu, nodes)
     topo = f"{base}/topology"
     # No cpuN/online file: the kernel cannot take this CPU offline (cpu0).
     hotpluggable = fs.exists(f"{base}/online")
@@ -93,10 +102,11 @@ def cpu_online(fs: HostFS, cpu: int, *, online_list: frozenset[int]) -> bool:
     return state == "1"
 
 
-def cpu_node(fs: HostFS, cpu: int) -> int | None:
-    """The node of the ``cpuN/nodeM`` link, present even while the CPU is offline."""
-    nodes = _numbered_entries(fs, f"{CPU_DIR}/cpu{cpu}", _NODE_ENTRY)
-    return min(nodes) if nodes else None
+def cpu_node(fs: HostFS, cpu: int, nodes: Iterable[int]) -> int | None:
+    """The node of the ``cpuN/nodeM`` link (present even while the CPU is
+    offline), if it is one of ``nodes``."""
+    linked = set(_numbered_entries(fs, f"{CPU_DIR}/cpu{cpu}", _NODE_ENTRY)) & set(nodes)
+    return min(linked) if linked else None
 
 
 def thread_siblings(fs: HostFS, cpu: int) -> frozenset[int]:
@@ -115,14 +125,18 @@ def thread_siblings(fs: HostFS, cpu: int) -> frozenset[int]:
 def read_nodes(fs: HostFS, present: frozenset[int]) -> dict[int, frozenset[int]]:
     """NUMA node -> online CPUs from ``nodeN/cpulist``, memory-only nodes included.
 
-    Without ``sys/devices/system/node`` (kernel built without NUMA) the
-    host is one node 0 holding every present CPU.
+    The nodes are the ``nodeN`` directories, less those that ``node/online``
+    (when present) leaves out. Without ``sys/devices/system/node`` (kernel
+    built without NUMA) the host is one implicit node 0 holding every
+    present CPU.
     """
     if not fs.is_dir(NODE_DIR):
         return {0: present}
+    shown = _numbered_entries(fs, NODE_DIR, _NODE_ENTRY)
+    online = fs.read_cpulist(f"{NODE_DIR}/online", default=None)
     return {
         node: fs.read_cpulist(f"{NODE_DIR}/node{node}/cpulist", default=frozenset())
-        for node in sorted(_numbered_entries(fs, NODE_DIR, _NODE_ENTRY))
+        for node in sorted(shown) if online is None or node in online
     }
 
 

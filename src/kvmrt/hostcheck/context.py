@@ -48,8 +48,25 @@ class Context:
         return None if text is None else CpuInfo.parse(text)
 
     def sysctl(self, name: str) -> str | None:
-        """``/proc/sys/<name>`` (``kernel/nmi_watchdog``), None when absent."""
-        return self.fs.read(f"proc/sys/{name}", default=None)
+        """``/proc/sys/<name>`` (``kernel/nmi_watchdog``), None when this
+        kernel lacks it; :class:`Undetermined` when the root has no
+        ``/proc/sys`` at all."""
+        value = self.fs.read(f"proc/sys/{name}", default=None)
+        if value is None and not self.fs.is_dir(f"proc/sys/{name.partition('/')[0]}"):
+            raise missing(self, f"proc/sys/{name}")
+        return value
+
+    def require_cmdline(self) -> KernelCmdline:
+        """``/proc/cmdline``, or :class:`Undetermined` when the root lacks it."""
+        if not self.has_cmdline:
+            raise missing(self, "proc/cmdline")
+        return self.cmdline
+
+    def require_dev(self) -> None:
+        """:class:`Undetermined` when the root has no ``/dev`` (a capture of
+        ``/sys`` and ``/proc`` only), where device checks would find nothing."""
+        if not self.fs.is_dir("dev"):
+            raise missing(self, "dev")
 
     @property
     def nr_cpu_ids(self) -> int:

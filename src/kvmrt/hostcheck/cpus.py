@@ -25,7 +25,14 @@ def smt(ctx: Context) -> Finding:
     """SMT state (``smt/control``, ``smt/active``)."""
     control = ctx.fs.read(f"{CPU_DIR}/smt/control", default=None)
     active = ctx.fs.read(f"{CPU_DIR}/smt/active", default=None) == "1"
-    if control in (None, "notsupported", "notimplemented"):
+    if control is None:  # a kernel without HOTPLUG_SMT: the topology tells
+        threads = max(len(cpus) for cpus in ctx.host.topology.cores.values()) \
+            if ctx.host.topology.cores else 1
+        if threads > 1:
+            return ok(f"SMT: {threads} threads per core (no /{CPU_DIR}/smt/control); "
+                      "kvmrt takes the siblings of rt cores offline while rt VMs run")
+        return ok("no SMT: one thread per core")
+    if control in ("notsupported", "notimplemented"):
         return ok("no SMT: one thread per core")
     if control == "on" and active:
         return ok("SMT is on: kvmrt takes the siblings of rt cores offline while rt VMs run")

@@ -15,7 +15,7 @@ from kvmrt.config.sets import format_ids
 from kvmrt.hostcheck.context import CPU_DIR, Context, focus_cpus, missing
 from kvmrt.hostcheck.kernel import brace_cpus, parse_mounts
 from kvmrt.hostcheck.registry import check
-from kvmrt.hostcheck.result import Finding, ok, warn
+from kvmrt.hostcheck.result import Finding, ok, skipped, warn
 
 DEEP_LATENCY_US = 10  # idle states that take longer than this to exit are "deep"
 
@@ -55,8 +55,8 @@ def irqbalance(ctx: Context) -> Finding:
                     "(/etc/sysconfig/irqbalance on RHEL)")
     option = hidepid(ctx)
     if option and option not in ("hidepid=0", "hidepid=off") and not ctx.machine.is_root:
-        return warn(f"cannot see other users' tasks (/proc is mounted with {option})",
-                    "run kvmrt-validate-host as root to look for irqbalance")
+        return skipped(f"other users' tasks are hidden (/proc is mounted with {option})",
+                       "run kvmrt-validate-host as root to look for irqbalance")
     if not ctx.fs.exists("proc/1"):
         raise missing(ctx, "proc/1/comm")
     return ok("irqbalance is not running")

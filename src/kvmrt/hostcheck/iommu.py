@@ -53,8 +53,8 @@ def iommu_firmware(ctx: Context) -> Finding:
         return ok("the kernel found an IOMMU (IOMMU groups exist) without an ACPI "
                   f"{table} table")
     if not ctx.fs.is_dir(ACPI_TABLES):
-        return warn("cannot tell whether the firmware has an IOMMU: no ACPI tables in "
-                    f"/{ACPI_TABLES}", f"look for {name} in the firmware (BIOS/UEFI) setup")
+        return skipped(f"no ACPI tables in /{ACPI_TABLES} to look for {table} in",
+                       f"look for {name} in the firmware (BIOS/UEFI) setup")
     return warn(f"no ACPI {table} table: {name} is off in the firmware or absent",
                 f"enable {name} (often called 'IOMMU' or 'VT-d') in the firmware setup")
 
@@ -151,15 +151,16 @@ def vfio(ctx: Context) -> Finding:
     if ctx.fs.is_dir("sys/bus/pci/drivers/vfio-pci") or ctx.fs.is_dir("sys/module/vfio_pci"):
         return ok("the vfio-pci driver is loaded")
     release = ctx.fs.read("proc/sys/kernel/osrelease", default=None)
-    where = vfio_module_file(ctx, release) if release else None
+    if release is None:
+        raise missing(ctx, "proc/sys/kernel/osrelease")
+    where = vfio_module_file(ctx, release)
     if where and ctx.cmdline.has("nomodule"):
         return needed(ctx, f"vfio-pci is {where}, but 'nomodule' forbids loading modules",
                       "remove nomodule from the kernel command line")
     if where:
         return ok(f"vfio-pci is {where} (not loaded yet; libvirt loads it for "
                   "managed devices)")
-    kernel = f"kernel {release}" if release else "this kernel"
-    return needed(ctx, f"vfio-pci is not available for {kernel}: not loaded, "
+    return needed(ctx, f"vfio-pci is not available for kernel {release}: not loaded, "
                   "no module file", "install the kernel's extra modules (Ubuntu: "
                   "linux-modules-extra-$(uname -r)), or boot a kernel built with "
                   "CONFIG_VFIO_PCI")

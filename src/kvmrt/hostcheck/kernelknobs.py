@@ -46,7 +46,7 @@ def bracketed(text: str) -> str:
 @check("thp")
 def thp(ctx: Context) -> Finding:
     """Transparent huge pages not ``[always]`` (khugepaged and compaction stall guests)."""
-    text = ctx.fs.read("sys/kernel/mm/transparent_hugepage/enabled", default=None)
+    text = _mm_read(ctx, "transparent_hugepage/enabled")
     if text is None:
         return ok("this kernel has no transparent huge pages")
     mode = bracketed(text)
@@ -61,10 +61,19 @@ def thp(ctx: Context) -> Finding:
         if mode == "madvise" else ""))
 
 
+def _mm_read(ctx: Context, name: str) -> str | None:
+    """``/sys/kernel/mm/<name>``, None when this kernel lacks it;
+    :class:`Undetermined` when the root has no ``/sys/kernel/mm`` at all."""
+    value = ctx.fs.read(f"sys/kernel/mm/{name}", default=None)
+    if value is None and not ctx.fs.is_dir("sys/kernel/mm"):
+        raise missing(ctx, f"sys/kernel/mm/{name}")
+    return value
+
+
 @check("ksm")
 def ksm(ctx: Context) -> Finding:
     """Kernel same-page merging is off (``/sys/kernel/mm/ksm/run`` != 1)."""
-    run = ctx.fs.read("sys/kernel/mm/ksm/run", default=None)
+    run = _mm_read(ctx, "ksm/run")
     if run is None:
         return ok("this kernel has no KSM")
     if run != "1":

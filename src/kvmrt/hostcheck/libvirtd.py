@@ -46,9 +46,9 @@ def libvirt_daemon(ctx: Context) -> Finding:
         conn = ctx.libvirt.connection()
     except LibvirtUnreachable as err:
         if _refused(err) and not ctx.machine.is_root:
-            return warn(f"uid {ctx.machine.euid} may not connect to {err.uri}: {reason(err)}",
-                        "run kvmrt-validate-host as root (or join the 'libvirt' group) "
-                        "to check libvirt")
+            return skipped(f"uid {ctx.machine.euid} may not connect to {err.uri}: "
+                           f"{reason(err)}", "run kvmrt-validate-host as root (or join the "
+                           "'libvirt' group) to check libvirt")
         return fail(f"libvirt is unreachable at {err.uri}: {reason(err)}", err.hint)
     hv = conn.getType()
     return ok(f"libvirt {version(conn.getLibVersion())} answers at {ctx.libvirt.uri} "

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmrt.config.sets import format_ids
-from kvmrt.hostcheck.context import NODE_DIR, Context
+from kvmrt.hostcheck.context import NODE_DIR, Context, missing
 from kvmrt.hostcheck.kernel import format_bytes, parse_meminfo
-from kvmrt.hostcheck.machine import DomainMemory
+from kvmrt.hostcheck.machine import DomainMemory, Undetermined
 from kvmrt.hostcheck.registry import check
 from kvmrt.hostcheck.result import Finding, fail, ok, skipped, warn
 from kvmrt.libvirt_sync.connection import LibvirtError, LibvirtUnreachable
@@ -37,7 +37,10 @@ class NodeMemory:
 def node_memory(ctx: Context) -> dict[int, NodeMemory]:
     """Memory of each NUMA node (one node 0 on a kernel without NUMA)."""
     if not ctx.fs.is_dir(NODE_DIR):
-        info = parse_meminfo(ctx.fs.read("proc/meminfo", default=""))
+        text = ctx.fs.read("proc/meminfo", default=None)
+        if text is None:
+            raise missing(ctx, "proc/meminfo")
+        info = parse_meminfo(text)
         return {0: NodeMemory(0, info.get("MemTotal", 0), info.get("MemFree", 0),
                               _huge(ctx, "sys/kernel/mm/hugepages"))}
     out = {}
@@ -63,7 +66,10 @@ def _huge(ctx: Context, rel: str) -> dict[int, tuple[int, int]]:
 def memlock(ctx: Context) -> Finding:
     """How much memory this process may lock (RLIMIT_MEMLOCK)."""
     limit = ctx.machine.memlock_limit()
-    total = sum(n.total for n in node_memory(ctx).values())
+    try:
+        total = sum(n.total for n in node_memory(ctx).values())
+    except Undetermined:  # the limit is still worth reporting
+        total = 0
     if limit is None:
         return ok("memory locking is unlimited for this process (RLIMIT_MEMLOCK)")
     if total and limit >= total:

@@ -4,6 +4,9 @@ A check returns :class:`Finding` values (status, message, remedy); the
 runner names each with its check id as a :class:`Result`. The
 :class:`Report` decides the exit status and gathers the kernel parameters
 that the remedies ask for into one command line to paste.
+
+SKIP is a check that was not performed (it needs root, a file the root
+lacks, libvirt...): it never passes for one, and its message says why.
 """
 
 from __future__ import annotations
@@ -17,13 +20,20 @@ class Status(enum.Enum):
     PASS = "PASS"
     WARN = "WARN"
     FAIL = "FAIL"
+    SKIP = "SKIP"
+
+
+# Verdicts that ask for a change: the remedy is printed, the kernel
+# parameters gathered.
+ACTIONABLE = frozenset({Status.WARN, Status.FAIL})
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One verdict. ``remedy`` says what to change (WARN and FAIL);
-    ``kernel_params`` are the kernel command-line parameters it asks for,
-    exactly as they should be written (``nohz_full=8-23``)."""
+    """One verdict. ``remedy`` says what to change (WARN and FAIL), or how
+    to have a skipped check performed (SKIP); ``kernel_params`` are the
+    kernel command-line parameters it asks for, exactly as they should be
+    written (``nohz_full=8-23``)."""
 
     status: Status
     message: str
@@ -43,9 +53,10 @@ def fail(message: str, remedy: str, *, params: tuple[str, ...] = ()) -> Finding:
     return Finding(Status.FAIL, message, remedy, params)
 
 
-def skipped(reason: str) -> Finding:
-    """A check that cannot run here for a reason another check reports."""
-    return Finding(Status.PASS, f"not checked: {reason}")
+def skipped(reason: str, remedy: str | None = None) -> Finding:
+    """A check that was not performed: ``reason`` says why, ``remedy`` how
+    to have it performed (None when another check reports the cause)."""
+    return Finding(Status.SKIP, f"not checked: {reason}", remedy)
 
 
 @dataclass(frozen=True)
@@ -83,18 +94,22 @@ class Report:
         return self.count(Status.PASS)
 
     @property
+    def skips(self) -> int:
+        return self.count(Status.SKIP)
+
+    @property
     def exit_code(self) -> int:
         return 1 if self.fails else 0
 
     @property
     def kernel_params(self) -> tuple[str, ...]:
         """Kernel parameters asked for by WARN and FAIL remedies, in check order."""
-        params = (p for r in self.results if r.status is not Status.PASS
+        params = (p for r in self.results if r.status in ACTIONABLE
                   for p in r.finding.kernel_params)
         return tuple(dict.fromkeys(params))
 
     def as_json(self) -> dict[str, Any]:
         params = self.kernel_params
         return {"checks": [r.as_json() for r in self.results], "fails": self.fails,
-                "warnings": self.warnings,
+                "warnings": self.warnings, "skips": self.skips, "passes": self.passes,
                 "kernel_cmdline": " ".join(params) if params else None}

@@ -8,7 +8,10 @@ Reads ``/sys/kernel/realtime`` and ``/proc/sys/kernel/version`` (``uname
 each is checked against the CPUs its rt VMs use (``usable_cpus`` of their
 placements) or own (``owned_cpus``: with the SMT siblings), and the exact
 parameter is suggested as CPU ranges. Where the kernel already has a
-value, the suggestion keeps its CPUs.
+value, the suggestion keeps its CPUs. CPU 0, the boot CPU, is never
+suggested for ``isolcpus``, ``nohz_full`` or ``rcu_nocbs``: the kernel keeps
+its housekeeping there. When the command line already asks for what the
+rt VMs need but the kernel did not apply it, the remedy says where to see why.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from kvmrt.hostcheck.kernel import parse_kernel_cpulist, split_isolcpus
 from kvmrt.hostcheck.machine import Undetermined
 from kvmrt.hostcheck.registry import check
 from kvmrt.hostcheck.result import Finding, ok, warn
+from kvmrt.validate import BOOT_CPU
 
 RT_KERNELS = ("Debian: linux-image-rt-amd64; Ubuntu: 'pro enable realtime-kernel'; "
               "RHEL/Alma/Rocky: kernel-rt")
@@ -67,6 +71,26 @@ def rt_want(ctx: Context, cpus: frozenset[int]) -> Want | None:
     return Want(cpus, ", ".join(p.vm.label for p in ctx.rt_placements))
 
 
+def isolation_want(ctx: Context) -> Want | None:
+    """The rt CPUs to take off housekeeping: every one but the boot CPU,
+    which the kernel drops from ``nohz_full=`` and ``isolcpus=``."""
+    return rt_want(ctx, ctx.rt_usable - {BOOT_CPU})
+
+
+def boot_cpu_note(ctx: Context) -> str:
+    """Why CPU 0 is left out, when an rt VM uses it."""
+    if BOOT_CPU not in ctx.rt_usable:
+        return ""
+    return (f"; CPU {BOOT_CPU}, the boot CPU, is left out: the kernel keeps housekeeping "
+            "there (kvmrt-validate-config warns: rt-boot-cpu)")
+
+
+# Where the kernel shows what it applied of a parameter, and what to grep
+# the boot log for when it applied less than the command line asks.
+APPLIED = {"isolcpus": (f"{CPU_DIR}/isolated", "-e isol -e housekeeping"),
+           "nohz_full": (f"{CPU_DIR}/nohz_full", "-e nohz -e housekeeping")}
+
+
 def cmdline_cpus(ctx: Context, name: str) -> frozenset[int] | None:
     """The CPUs of ``name=`` on the command line (isolcpus flags dropped)."""
     value = ctx.cmdline.get(name)
@@ -91,13 +115,30 @@ def sysfs_cpus(ctx: Context, rel: str) -> frozenset[int] | None:
 
 def _cover(ctx: Context, name: str, have: frozenset[int], want: Want,
            value: str) -> Finding:
-    """PASS when ``have`` covers the rt CPUs, else the exact parameter to set."""
+    """PASS when ``have`` covers the rt CPUs, else the exact parameter to set;
+    when the command line has it already, that the kernel did not apply it."""
     missing = want.cpus - have
+    note = boot_cpu_note(ctx)
     if not missing:
-        return ok(f"{name} covers CPUs {format_ids(want.cpus)} of rt VM(s) {want.vms}")
+        return ok(f"{name} covers CPUs {format_ids(want.cpus)} of rt VM(s) {want.vms}{note}")
+    given = cmdline_cpus(ctx, name)
+    if name in APPLIED and given is not None and missing <= given:
+        return _not_applied(ctx, name, have, missing, want)
     return warn(f"{name} leaves CPUs {format_ids(missing)} of rt VM(s) {want.vms} out "
-                f"(now: {format_ids(have) or 'none'})", set_param(ctx, name, value),
+                f"(now: {format_ids(have) or 'none'}){note}", set_param(ctx, name, value),
                 params=(value,))
+
+
+def _not_applied(ctx: Context, name: str, have: frozenset[int], missing: frozenset[int],
+                 want: Want) -> Finding:
+    """The command line asks for ``missing`` but the kernel left them out."""
+    applied, grep = APPLIED[name]
+    return warn(f"/proc/cmdline has {ctx.cmdline.word(name)}, but the kernel did not apply it "
+                f"to CPUs {format_ids(missing)} of rt VM(s) {want.vms} (/{applied}: "
+                f"{format_ids(have) or 'none'})",
+                f"see why in the boot log: dmesg | grep -i {grep}; /{applied} shows what the "
+                "kernel applied (a CPU it cannot isolate, such as the boot CPU, or a kernel "
+                "built without CONFIG_CPU_ISOLATION or CONFIG_NO_HZ_FULL, is left out)")
 
 
 def set_param(ctx: Context, name: str, value: str) -> str:
@@ -122,12 +163,13 @@ def isolcpus(ctx: Context) -> Finding:
     """CPUs isolated from the scheduler (``isolated``, ``isolcpus=``)."""
     have = sysfs_cpus(ctx, f"{CPU_DIR}/isolated")
     if have is None:
+        ctx.require_cmdline()
         have = cmdline_cpus(ctx, "isolcpus") or frozenset()
-    want = rt_want(ctx, ctx.rt_usable)
+    want = isolation_want(ctx)
     if want is None:
         return _no_config_or_none(ctx, "isolcpus", have, "isolated from the scheduler",
                                   "isolcpus=managed_irq,domain,CPUS")
-    value = f"isolcpus=managed_irq,domain,{format_ids(have | want.cpus)}"
+    value = f"isolcpus=managed_irq,domain,{_isolated(have | want.cpus)}"
     return _cover(ctx, "isolcpus", have, want, value)
 
 
@@ -143,9 +185,9 @@ def _no_config_or_none(ctx: Context, name: str, have: frozenset[int], what: str,
 def nohz_full(ctx: Context) -> Finding:
     """CPUs without the periodic tick (``nohz_full``, ``nohz_full=``)."""
     have = sysfs_cpus(ctx, f"{CPU_DIR}/nohz_full")
-    want = rt_want(ctx, ctx.rt_usable)
+    want = isolation_want(ctx)
     if have is None:
-        value = f"nohz_full={format_ids(want.cpus)}" if want else "nohz_full=CPUS"
+        value = f"nohz_full={_isolated(want.cpus)}" if want else "nohz_full=CPUS"
         return warn("this kernel is built without NO_HZ_FULL (no "
                     f"/{CPU_DIR}/nohz_full): the tick interrupts every CPU",
                     "boot a kernel with CONFIG_NO_HZ_FULL=y (the PREEMPT_RT kernels of the "
@@ -154,25 +196,32 @@ def nohz_full(ctx: Context) -> Finding:
     if want is None:
         return _no_config_or_none(ctx, "nohz_full", have, "without the periodic tick",
                                   "nohz_full=CPUS")
-    return _cover(ctx, "nohz_full", have, want, f"nohz_full={format_ids(have | want.cpus)}")
+    return _cover(ctx, "nohz_full", have, want, f"nohz_full={_isolated(have | want.cpus)}")
 
 
 @check("rcu_nocbs")
 def rcu_nocbs(ctx: Context) -> Finding:
     """CPUs whose RCU callbacks run elsewhere (``rcu_nocbs=``, implied by ``nohz_full``)."""
+    ctx.require_cmdline()
     given = cmdline_cpus(ctx, "rcu_nocbs") or frozenset()
     have = given | (sysfs_cpus(ctx, f"{CPU_DIR}/nohz_full") or frozenset())
-    want = rt_want(ctx, ctx.rt_usable)
+    want = isolation_want(ctx)
     if want is None:
         return _no_config_or_none(ctx, "rcu_nocbs", have, "free of RCU callbacks",
                                   "rcu_nocbs=CPUS")
-    return _cover(ctx, "rcu_nocbs", have, want, f"rcu_nocbs={format_ids(given | want.cpus)}")
+    return _cover(ctx, "rcu_nocbs", have, want, f"rcu_nocbs={_isolated(given | want.cpus)}")
+
+
+def _isolated(cpus: frozenset[int]) -> str:
+    """The CPU list of a suggested isolation parameter: never the boot CPU."""
+    return format_ids(cpus - {BOOT_CPU})
 
 
 @check("irqaffinity")
 def irqaffinity(ctx: Context) -> Finding:
     """Where device interrupts start (``irqaffinity=``; default every CPU)."""
     every = ctx.host.topology.all_cpus
+    ctx.require_cmdline()
     given = cmdline_cpus(ctx, "irqaffinity")
     have = every if not given else given
     if not ctx.rt_placements:

@@ -1,9 +1,9 @@
 """Run every registered check against one host and collect a :class:`Report`.
 
 Expected failures of a single check become a finding of that check, so
-that one unreadable file never hides the other checks:
-:class:`Undetermined` (the host does not expose the fact), a
-``PermissionError`` (as an ordinary user: "needs root"),
+that one unreadable file never hides the other checks: a SKIP for
+:class:`Undetermined` (the host does not expose the fact) and a
+``PermissionError`` (as an ordinary user: "needs root"); a WARN for
 :class:`HostReadError` (a kernel file that does not parse) and a libvirt
 call that fails after the connection was opened.
 """
@@ -20,7 +20,7 @@ from kvmrt.hostcheck import (cpus, interference, iommu, kernelknobs, libvirtd,  
 from kvmrt.hostcheck.context import Context
 from kvmrt.hostcheck.machine import LibvirtSession, Machine, Undetermined
 from kvmrt.hostcheck.registry import REGISTRY, Check
-from kvmrt.hostcheck.result import Finding, Report, Result, warn
+from kvmrt.hostcheck.result import Finding, Report, Result, skipped, warn
 
 # The areas, in the order their checks are printed. Importing a module
 # registers its checks, in the order they are written there.
@@ -54,7 +54,7 @@ def run_check(check: Check, ctx: Context) -> list[Result]:
     try:
         return [Result(i, f) for i, f in check.run(ctx)]
     except Undetermined as err:
-        found = warn(f"cannot be determined: {err.reason}", err.remedy or "check it by hand")
+        found = skipped(err.reason, err.remedy or "check it by hand")
     except PermissionError as err:
         found = _denied(ctx, err)
     except HostReadError as err:
@@ -69,6 +69,6 @@ def run_check(check: Check, ctx: Context) -> list[Result]:
 def _denied(ctx: Context, err: PermissionError) -> Finding:
     path = err.filename or "a file"
     if not ctx.machine.is_root:
-        return warn(f"uid {ctx.machine.euid} may not read {path}",
-                    "run kvmrt-validate-host as root for this check")
+        return skipped(f"uid {ctx.machine.euid} may not read {path}",
+                       "run kvmrt-validate-host as root for this check")
     return warn(f"root may not read {path}", "look for SELinux or AppArmor denials")

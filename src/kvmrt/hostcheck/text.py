@@ -1,6 +1,7 @@
 """The report as a person reads it: one aligned line per check, the remedy
-indented below each WARN and FAIL, the kernel parameters the remedies ask
-for gathered into one line, and a summary."""
+indented below each WARN and FAIL (and below a SKIP that can be made to
+run), the kernel parameters the remedies ask for gathered into one line,
+and a summary."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def shown(report: Report, *, quiet: bool = False) -> list[Result]:
 
 
 def format_report(report: Report, *, quiet: bool = False) -> str:
-    """The text report; with ``quiet`` only WARN and FAIL, and nothing at all
-    when every check passed."""
+    """The text report; with ``quiet`` all but PASS, and nothing at all when
+    every check passed."""
     results = shown(report, quiet=quiet)
     width = max([len(r.id) for r in results] + [12]) + 2
     lines = []
@@ -35,8 +36,12 @@ def format_report(report: Report, *, quiet: bool = False) -> str:
 
 def summary(report: Report) -> str:
     counts = f"{report.fails} FAIL, {report.warnings} WARN, {report.passes} PASS"
+    if report.skips:
+        counts += f", {report.skips} SKIP"
     if report.fails:
         return f"{counts}: not fit to be a real-time KVM host until the FAILs are fixed"
     if report.warnings:
         return f"{counts}: usable; each WARN costs real-time latency or a feature"
+    if report.skips:
+        return f"{counts}: fit to be a real-time KVM host as far as checked"
     return f"{counts}: fit to be a real-time KVM host"

@@ -12,7 +12,7 @@ from kvmrt.hostcheck.context import Context
 from kvmrt.hostcheck.kernel import CpuInfo
 from kvmrt.hostcheck.machine import KvmState
 from kvmrt.hostcheck.registry import check
-from kvmrt.hostcheck.result import Finding, fail, ok, warn
+from kvmrt.hostcheck.result import Finding, fail, ok, skipped, warn
 
 _ON = {"y", "1", "on"}
 
@@ -85,6 +85,7 @@ def kvm_module(ctx: Context) -> Finding:
 @check("kvm")
 def kvm_device(ctx: Context) -> Finding:
     """``/dev/kvm`` exists and opens read-write, as QEMU opens it."""
+    ctx.require_dev()
     access = ctx.kvm
     load = f"modprobe {vendor_module(ctx.cpuinfo or CpuInfo())}"
     if access.state is KvmState.USABLE:
@@ -95,9 +96,9 @@ def kvm_device(ctx: Context) -> Finding:
     if access.state is KvmState.BROKEN:
         return fail(f"/dev/kvm cannot be opened: {access.detail}", load)
     if not ctx.machine.is_root:
-        return warn(f"/dev/kvm exists, but uid {ctx.machine.euid} may not open it "
-                    "(that needs root or the kvm group; libvirt's QEMU has it)",
-                    "run kvmrt-validate-host as root to check that KVM is usable")
+        return skipped(f"/dev/kvm exists, but uid {ctx.machine.euid} may not open it "
+                       "(that needs root or the kvm group; libvirt's QEMU has it)",
+                       "run kvmrt-validate-host as root to check that KVM is usable")
     return fail(f"root cannot open /dev/kvm: {access.detail}",
                 "check the device's mode (crw-rw---- root:kvm), a 'nodev' mount of /dev, "
                 "and SELinux/AppArmor denials")
@@ -112,12 +113,14 @@ def nested(ctx: Context) -> Finding:
             state = "on" if value.lower() in _ON else "off"
             return ok(f"nested virtualization {state} ({module}.nested={value}); "
                       "nested guests are never real-time")
-    return ok("nested virtualization: no kvm_intel or kvm_amd parameter to read")
+    return skipped("no kvm_intel or kvm_amd module is loaded, so there is no nested "
+                   "parameter to read (see kvm-module)")
 
 
 @check("vhost-net")
 def vhost_net(ctx: Context) -> Finding:
     """``/dev/vhost-net``: in-kernel virtio-net backend."""
+    ctx.require_dev()
     if ctx.fs.exists("dev/vhost-net"):
         return ok("/dev/vhost-net exists (in-kernel virtio-net)")
     return warn("/dev/vhost-net is missing: virtio networking runs in QEMU's userspace",
@@ -127,6 +130,7 @@ def vhost_net(ctx: Context) -> Finding:
 @check("tun")
 def tun(ctx: Context) -> Finding:
     """``/dev/net/tun``: tap devices for guest networking."""
+    ctx.require_dev()
     if ctx.fs.exists("dev/net/tun"):
         return ok("/dev/net/tun exists (tap networking)")
     return fail("/dev/net/tun is missing: guests cannot have tap network interfaces",
