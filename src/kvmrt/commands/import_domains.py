@@ -22,10 +22,12 @@ from kvmrt.libvirt_sync.sync import NoSuchDomain
 @click.argument("names", nargs=-1, metavar="[DOMAIN]...")
 def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]) -> None:
     """Add libvirt domains (all by default, or the named ones: names or
-    UUIDs) to the config, with defaults for everything libvirt does not
-    say. Domains already in the config are skipped unless -u, which takes
-    name, title, description, vCPUs, topology and PCI devices from libvirt.
-    Creates the config file if it does not exist.
+    UUIDs) to the config: name, title, description, vCPUs, topology, PCI
+    devices and the domain's tuning (pins as cpuset, numatune, locked
+    memory, hidden KVM), defaults for the rest. Domains already in the
+    config are skipped unless -u, which takes those again. A domain that
+    cannot be imported is left out with a reason (exit 1); the others are
+    imported. Creates the config file if it does not exist.
     """
     common.require_root()
     host = common.host()

@@ -19,8 +19,8 @@ from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
 @common.connect_option
 @common.all_option
 @click.option("-r", "--reverse", is_flag=True,
-              help="Take name, title, description, vCPUs, topology and PCI devices "
-                   "from libvirt into the config.")
+              help="Take name, title, description, pinning, vCPUs, topology, numatune, "
+                   "locked memory, hidden KVM and PCI devices from libvirt into the config.")
 @click.option("-q", "--query", is_flag=True,
               help="Change nothing; list each VM out of step with a diff (exit 1 if any).")
 @common.vms_argument
@@ -30,7 +30,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, reverse: boo
 
     By default writes what kvmrt owns in each VM's domain XML (name, title,
     description, vCPUs, topology, pinning, numatune, locked memory, hidden
-    KVM, PCI hostdevs); everything else in the XML stays as it is. Refuses
+    KVM, PCI hostdevs); everything else in the XML stays as it is,
+    passwords included, and each tuning element removed is named. Refuses
     a config with validation errors.
     """
     if not query:
