@@ -151,3 +151,13 @@ def test_update_refuses_a_name_another_vm_has(host, tmp_path):
         "[5d0c2f7e-8a41-4b9e-a3c6-1e2f3a4b5c6d] has that name; fix the domain (virsh edit "
         "tuned-odd) or the config (kvmrt-edit-config), then run the command again"]
     assert result.updated == ["tuned-secrets"] and config.vms[0].name == "tuned-secrets"
+
+
+def test_a_sync_names_each_pci_device_it_removes(host, tmp_path):
+    domains = Domains(libvirt.open(node_uri(tmp_path, "kvmrt-configured")))
+    config = parse_config("[fde74e84-0e1b-404e-90e7-72101e79c48a]\nname = RedHawk-8.4-RT\n"
+                          "nr_vcpus = 6\ncpuset = 8-15\nrt_memory = True\nhide_kvm = True\n"
+                          "pcidevs = 0000:22:00.1\n")
+    (out,) = sync_to_libvirt(config.vms, host.topology, domains, query=True)
+    assert out.messages == ["RedHawk-8.4-RT: would remove PCI <hostdev> 0000:22:00.0 "
+                            "(the device): the config does not have it"]

@@ -35,6 +35,8 @@ STATES = {
 
 # The XML a define must start from: the persistent definition, passwords included.
 XML_SECURE_INACTIVE = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE
+# What libvirt answers a read-only connection, and an ACL without read_secure.
+SECRETS_DENIED = (libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_ACCESS_DENIED)
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class Domains:
         try:
             return dom.XMLDesc(XML_SECURE_INACTIVE), True
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_DENIED:
+            if exc.get_error_code() not in SECRETS_DENIED:
                 raise LibvirtError(what, _first_line(exc)) from exc
         return self._call(what, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE), False
 

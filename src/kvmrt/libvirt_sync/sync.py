@@ -211,14 +211,17 @@ def unexpressed(vm: VmConfig, xml: str, topology: Topology) -> list[str]:
     return lines
 
 
-# The elements of the XML that tune the domain (as against naming or sizing it).
-_TUNING = ("<cputune>", "<vcpu cpuset>", "<numatune>", "<memoryBacking>", "<features>")
+# The elements of the XML that tune the domain or pass a device through (as
+# against naming or sizing it): a sync names each one it removes.
+_TUNING = ("<cputune>", "<vcpu cpuset>", "<numatune>", "<memoryBacking>", "<features>",
+           "PCI <hostdev>")
 
 
 def tuning_removed(change: "XmlChange", *, done: bool) -> list[str]:
-    """One line per tuning element of the domain that the change removes,
-    so that no pin, numatune, locked memory or hidden KVM goes without a
-    word (changed values show in the diff)."""
+    """One line per tuning element or PCI host device of the domain that
+    the change removes, so that no pin, numatune, locked memory, hidden KVM
+    or passed-through device goes without a word (changed values show in
+    the diff)."""
     verb = "removed" if done else "would remove"
     return [f"{change.vm.label}: {verb} {label} ({have}): the config does not have it"
             for label, have, want in owned_changes(change.domain.xml, change.wanted)
