@@ -25,7 +25,7 @@ from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domain, Domains
 from kvmrt.libvirt_sync.domxml import (DomainFacts, apply_config, owned_changes,
-                                       owned_differences, read_facts)
+                                       owned_differences)
 from kvmrt.placement import Placement, place
 
 
@@ -122,7 +122,7 @@ def _check_rename(change: XmlChange, domains: Domains) -> None:
                             f"another domain ({clash.uuid}) already has that name")
 
 
-def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology | None) -> VmConfig:
+def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology) -> VmConfig:
     """``vm`` with what libvirt says of name, title, description, pinning
     (cpuset), vCPUs, topology, numatune, locked memory (rt_memory), hidden
     KVM and PCI devices. An attribute whose value already gives libvirt's
@@ -150,8 +150,7 @@ def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology | No
                  facts.kvm_hidden)
 
 
-def _take(vm: VmConfig, topology: Topology | None, attr: str, want, resolve, *candidates
-          ) -> VmConfig:
+def _take(vm: VmConfig, topology: Topology, attr: str, want, resolve, *candidates) -> VmConfig:
     """``vm`` with ``attr`` at the first of its own value and ``candidates``
     whose placement on ``topology`` resolves (``resolve``) to ``want``; the
     last candidate (the explicit value) when none does."""
@@ -170,19 +169,12 @@ def _take_topology(vm: VmConfig, facts: DomainFacts) -> VmConfig:
     return vm if topo == vm.cpu_topology else vm.with_values(cpu_topology=topo)
 
 
-def _placement(vm: VmConfig, topology: Topology | None) -> Placement | None:
-    if topology is None:
-        return None
+def _placement(vm: VmConfig, topology: Topology) -> Placement | None:
+    """The placement, or None when the VM names CPUs the host lacks."""
     try:
         return place(vm, topology)
     except KvmrtError:
         return None
-
-
-def new_vm_from_domain(domain: Domain, topology: Topology | None) -> VmConfig:
-    """A VM for a domain the config does not have yet: defaults plus what
-    libvirt says."""
-    return update_from_domain(VmConfig(uuid=domain.uuid), read_facts(domain.xml), topology)
 
 
 # Why the config cannot say what libvirt has, by the element kvmrt would change.
