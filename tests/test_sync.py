@@ -73,7 +73,7 @@ def test_sync_writes_the_spec_example_into_libvirt(domains, host):
 
 def test_reverse_sync_takes_each_vm_that_it_can(domains, host):
     # rhel8-gpu passes through 0000:41:00.0, which this host lacks: it alone fails.
-    text = (f"[{GPU_UUID}]\nname = rhel8-gpu\n\n"
+    text = (f"[{GPU_UUID}]\nname = rhel8-gpu\npcidevs = 0000:21:00.0\n\n"
             f"[{RT_UUID}]\nname = RedHawk-8.4-RT\ncpuset = 8-11\nrt = yes\nnr_vcpus = 3\n")
     config = parse_config(text, "k.cfg")
     gpu, rt = config.vms

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
-from kvmrt.config.model import VmConfig
+from kvmrt.config.model import VmConfig, vm_to_entries
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domain, Domains
@@ -101,9 +101,10 @@ def take_domain(config: Config, vm: VmConfig, domain: Domain, host: Host,
 
 
 def _problem(d: diag.Diagnostic, vm: VmConfig) -> str:
+    """``attribute = value: message``, the value as the file would spell it."""
     if d.attribute is None:
         return d.message
-    value = vm.raw.get(d.attribute) if d.attribute in vm.raw else getattr(vm, d.attribute)
+    value = dict(vm_to_entries(vm)).get(d.attribute, getattr(vm, d.attribute))
     return f"{d.attribute} = {value}: {d.message}"
 
 
