@@ -491,7 +491,9 @@ FACTS = {
         "Legacy data acquisition box\nmoved from the old rack in 2019", 2, None, PciSet()),
     "kvmrt-configured": DomainFacts(
         "fde74e84-0e1b-404e-90e7-72101e79c48a", "RedHawk-8.4-RT", "Real-Time RedHawk 8.4",
-        "Configured for real-time", 6, (1, 6, 1), PciSet.parse("0000:22:00.0 0000:22:00.1")),
+        "Configured for real-time", 6, (1, 6, 1), PciSet.parse("0000:22:00.0 0000:22:00.1"),
+        pinned_cpus=frozenset(range(8, 16)), numatune=frozenset({1}), locked=True,
+        kvm_hidden=True),
     "compact": DomainFacts(
         "0b5c3e4a-1f2d-4c6b-9a8e-7d6c5b4a3f21", "scripted", "", "", 1, None, PciSet()),
 }
@@ -518,6 +520,9 @@ def test_read_facts_reads_back_what_apply_wrote(case, topology):
                                                             p.vm.description)
     assert (facts.nr_vcpus, facts.cpu_topology) == (p.nr_vcpus, p.cpu_topology)
     assert facts.pcidevs == p.vm.pcidevs
+    assert facts.pinned_cpus == frozenset().union(p.emulator_cpus, *p.vcpu_cpus)
+    assert (facts.numatune, facts.locked, facts.kvm_hidden) == (
+        p.numatune, p.rt_memory, bool(p.vm.hide_kvm))
 
 
 # -- owned_differences -------------------------------------------------------------

@@ -99,7 +99,9 @@ def test_import_edit_sync_and_back(domain, tmp_path):
     name, uid = domain(vcpus=1, title="first title")
     cfg = tmp_path / "kvmrt.cfg"
     out = kvmrt("kvmrt-import", "-f", str(cfg), name).stdout
-    assert out == f"{name}: added\n"
+    assert out == (f"{name}: added\nnote: {name}: <cpu><topology>: libvirt has none, "
+                   "kvmrt-sync-config would write sockets=1 cores=1 threads=1 "
+                   "(cpu_topology is sockets,cores,threads; kvmrt always writes one)\n")
     assert cfg.read_text() == f"[{uid}]\nname = {name}\ntitle = first title\n"
     assert f"{name}: skipped" in kvmrt("kvmrt-import", "-f", str(cfg), name).stdout
 
@@ -232,6 +234,118 @@ def test_unreachable_libvirt_is_one_clear_line(tmp_path):
                  "qemu+unix:///system?socket=/nonexistent/sock", check=1)
     assert len(proc.stderr.splitlines()) == 1 and "cannot connect to libvirt" in proc.stderr
     assert not cfg.exists()
+
+
+RICH = """<domain type='{kind}'><name>{name}</name><uuid>{uid}</uuid>
+  <title>with secrets</title><memory unit='MiB'>64</memory>
+  <memoryBacking><locked/></memoryBacking>
+  <vcpu placement='static'>2</vcpu>
+  <cputune><shares>512</shares><vcpupin vcpu='0' cpuset='0'/>
+    <vcpupin vcpu='1' cpuset='1'/><emulatorpin cpuset='0-1'/></cputune>
+  <numatune><memory mode='strict' nodeset='0'/></numatune>
+  <os><type arch='x86_64'>hvm</type></os>
+  <features><acpi/><kvm><hidden state='on'/></kvm></features>
+  <cpu><topology sockets='1' cores='2' threads='1'/></cpu>
+  <devices>
+    <disk type='network' device='disk'><driver name='qemu' type='raw'/>
+      <auth username='admin'><secret type='ceph' usage='kvmrt-test-ceph'/></auth>
+      <source protocol='rbd' name='pool/image'><host name='mon1.example.org' port='6789'/></source>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='network' device='disk'><driver name='qemu' type='raw'/>
+      <source protocol='iscsi' name='iqn.2013-07.com.example:iscsi-pool/1'>
+        <host name='example.com' port='3260'/>
+        <auth username='myuser'><secret type='iscsi' usage='kvmrt-test-iscsi'/></auth>
+      </source><target dev='vdb' bus='virtio'/></disk>
+    <hostdev mode='subsystem' type='scsi'>
+      <source protocol='iscsi' name='iqn.2014-08.com.example:iscsi-nopool/1'>
+        <host name='example.com' port='3260'/>
+        <auth username='myuser'><secret type='iscsi' uuid='{secret}'/></auth>
+      </source><address type='drive' controller='0' bus='0' target='0' unit='0'/></hostdev>
+    <graphics type='vnc' autoport='yes' passwd='vncpass1' passwdValidTo='2030-01-01T00:00:00'/>
+    <graphics type='spice' autoport='yes' passwd='spice-secret' connected='keep'/>
+  </devices></domain>"""
+
+
+def secure_dump(name: str) -> str:
+    return sh("virsh", "-c", URI, "dumpxml", "--inactive", "--security-info", name).stdout
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    import difflib
+    return [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                                   lineterm="", n=0)
+            if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+
+
+def test_secrets_and_tuning_survive_import_sync_boot_and_edit(domain, tmp_path):
+    if not os.path.exists("/sys/devices/system/cpu/cpu1"):
+        pytest.skip("needs CPUs 0 and 1")
+    name, uid = domain(vcpus=2)
+    xml = tmp_path / "rich.xml"
+    xml.write_text(RICH.format(kind="kvm" if os.path.exists("/dev/kvm") else "qemu",
+                               name=name, uid=uid, secret=uuid.uuid4()))
+    sh("virsh", "-c", URI, "define", str(xml))
+    before = secure_dump(name)
+    assert "passwd='vncpass1'" in before and "passwd='spice-secret'" in before
+    cfg = tmp_path / "kvmrt.cfg"
+    assert kvmrt("kvmrt-import", "-f", str(cfg), name).stdout == f"{name}: added\n"
+    assert cfg.read_text() == (f"[{uid}]\nname = {name}\ntitle = with secrets\nnr_vcpus = 2\n"
+                               "cpuset = 0-1\nrt_memory = True\nhide_kvm = True\n")
+    assert kvmrt("kvmrt-sync-config", "-f", str(cfg), "-q").stdout == f"{name}: in step\n"
+    dry = kvmrt("kvmrt-boot", "--dry-run", "-f", str(cfg), name)
+    assert "note" not in dry.stdout and secure_dump(name) == before
+
+    # A config change, synced: only the title differs, every secret stays.
+    cfg.write_text(cfg.read_text().replace("title = with secrets", "title = renamed"))
+    out = kvmrt("kvmrt-sync-config", "-f", str(cfg))
+    assert "vncpass1" not in out.stdout and "spice-secret" not in out.stdout
+    assert changed_lines(before, secure_dump(name)) == [
+        "-  <title>with secrets</title>", "+  <title>renamed</title>"]
+    # import -u after virsh changed the title, then an edit-config save.
+    sh("virsh", "-c", URI, "desc", name, "--config", "--title", "from virsh")
+    assert kvmrt("kvmrt-import", "-u", "-f", str(cfg), name).stdout == f"{name}: updated\n"
+    ed = editor(tmp_path, "s/^title = .*/title = edited/")
+    kvmrt("kvmrt-edit-config", "-f", str(cfg), TMPDIR=str(tmp_path), EDITOR=ed)
+    assert changed_lines(before, secure_dump(name)) == [
+        "-  <title>with secrets</title>", "+  <title>edited</title>"]
+
+    # A config without the tuning: the sync names each element it removes.
+    cfg.write_text(f"[{uid}]\nname = {name}\ntitle = edited\nnr_vcpus = 2\n")
+    dry = kvmrt("kvmrt-boot", "--dry-run", "-f", str(cfg), name)
+    assert f"note: {name}: would remove <memoryBacking><locked/> (<locked/>)" in dry.stdout
+    out = kvmrt("kvmrt-sync-config", "-f", str(cfg))
+    removed = [line for line in out.stderr.splitlines() if " removed " in line]
+    assert removed == [f"warning: {name}: removed {e}: the config does not have it" for e in (
+        "<cputune><vcpupin vcpu='0'> (CPUs 0)", "<cputune><vcpupin vcpu='1'> (CPUs 1)",
+        "<cputune><emulatorpin> (CPUs 0-1)", "<numatune><memory> (mode=strict nodeset=0)",
+        "<memoryBacking><locked/> (<locked/>)", "<features><kvm><hidden> (state=on)")]
+    assert "passwd='vncpass1'" in secure_dump(name)
+
+
+def test_import_and_reverse_sync_skip_only_the_bad_domain(domain, tmp_path):
+    good, good_uid = domain(vcpus=1, title="good")
+    bad, bad_uid = domain(vcpus=1)
+    xml = tmp_path / "bad.xml"
+    xml.write_text(dumpxml(bad).replace("<devices>", "<devices><hostdev mode='subsystem' "
+                   "type='pci' managed='yes'><source><address domain='0x0000' bus='0xfe' "
+                   "slot='0x1f' function='0x7'/></source></hostdev>", 1))
+    sh("virsh", "-c", URI, "define", str(xml))
+    cfg = tmp_path / "kvmrt.cfg"
+    out = kvmrt("kvmrt-import", "-f", str(cfg), bad, good, check=1)
+    assert out.stdout.startswith(f"{good}: added\nnote: {good}: <cpu><topology>")
+    assert out.stderr == (
+        f"{bad}: not imported: pcidevs = 0000:fe:1f.7: PCI device 0000:fe:1f.7 does not "
+        f"exist on this host; fix the domain (virsh edit {bad}) or the config "
+        "(kvmrt-edit-config), then run the command again\n")
+    assert cfg.read_text() == f"[{good_uid}]\nname = {good}\ntitle = good\n"
+    # sync -r: the same, per VM.
+    cfg.write_text(cfg.read_text() + f"\n[{bad_uid}]\nname = {bad}\n")
+    sh("virsh", "-c", URI, "desc", good, "--config", "--title", "better")
+    out = kvmrt("kvmrt-sync-config", "-r", "-f", str(cfg), check=1)
+    assert f"{good}: updated" in out.stdout
+    assert f"{bad}: failed: pcidevs = 0000:fe:1f.7: PCI device" in out.stderr
+    assert cfg.read_text() == (f"[{good_uid}]\nname = {good}\ntitle = better\n\n"
+                               f"[{bad_uid}]\nname = {bad}\n")
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from kvmrt.config.file import Config, load_config, parse_config
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.domxml import read_facts
-from kvmrt.libvirt_sync.importer import (WouldBreakConfig, check_still_valid, import_domains,
-                                         sync_from_libvirt)
+from kvmrt.libvirt_sync.importer import import_domains, sync_from_libvirt
 from kvmrt.libvirt_sync.sync import sync_to_libvirt
 from kvmrt.validate import validate
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "threadripper-5975wx.cfg"
 RT_UUID = "fde74e84-0e1b-404e-90e7-72101e79c48a"
+GPU_UUID = "3f1c7e2a-5b8d-4a6e-9c0f-2d4b6a8e0c13"
 
 
 @pytest.fixture
@@ -37,12 +37,18 @@ def host(threadripper):
 def test_import_all_domains_into_an_empty_config(domains, host):
     config = Config(path="k.cfg")
     result = import_domains(config, domains.all(), host, update=False)
-    assert result.added == ["RedHawk-8.4", "RedHawk-8.4-RT", "centos7-legacy", "rhel8-gpu"]
-    gpu = config.find("rhel8-gpu")
-    assert gpu.title == "RHEL 8.4 workstation" and gpu.nr_vcpus == 8
-    assert str(gpu.pcidevs) == "0000:21:00.0 0000:41:00.0"
+    # rhel8-gpu passes through 0000:41:00.0, which this host lacks: it alone is left out.
+    assert result.added == ["RedHawk-8.4", "RedHawk-8.4-RT", "centos7-legacy"]
+    assert result.refused == [
+        "rhel8-gpu: not imported: pcidevs = 0000:21:00.0 0000:41:00.0: PCI device "
+        "0000:41:00.0 does not exist on this host; fix the domain (virsh edit rhel8-gpu) "
+        "or the config (kvmrt-edit-config), then run the command again"]
+    assert config.find("rhel8-gpu") is None
+    rt = config.find("RedHawk-8.4-RT")
+    assert rt.title == "Real-Time RedHawk 8.4" and rt.nr_vcpus == 6
+    assert str(rt.pcidevs) == "0000:22:00.0 0000:22:00.1"
     assert import_domains(config, domains.all(), host, update=False).skipped == [
-        "RedHawk-8.4", "RedHawk-8.4-RT", "centos7-legacy", "rhel8-gpu"]
+        "RedHawk-8.4", "RedHawk-8.4-RT", "centos7-legacy"]
 
 
 def test_sync_writes_the_spec_example_into_libvirt(domains, host):
@@ -52,7 +58,10 @@ def test_sync_writes_the_spec_example_into_libvirt(domains, host):
     assert out.status == "out of step" and "+  <vcpu placement='static' current='4'>15</vcpu>" in out.diff
     (out,) = sync_to_libvirt(config.select(("RedHawk-8.4-RT",)), host.topology, domains,
                              query=False)
-    assert out.status == "updated" and out.messages == []
+    # The example does not hide KVM; the domain did: the sync says so.
+    assert out.status == "updated" and out.messages == [
+        "RedHawk-8.4-RT: removed <features><kvm><hidden> (state=on): "
+        "the config does not have it"]
     facts = read_facts(domains.by_uuid(RT_UUID).xml)
     assert facts.nr_vcpus == 15 and facts.cpu_topology == (1, 15, 1)
     (out,) = sync_to_libvirt(config.select(("RedHawk-8.4-RT",)), host.topology, domains,
@@ -62,17 +71,20 @@ def test_sync_writes_the_spec_example_into_libvirt(domains, host):
         d.uuid: d for d in domains.all()}) if d.code == "out-of-step"]
 
 
-def test_reverse_sync_refuses_values_that_break_the_config(domains, host):
-    # libvirt has 6 vCPUs for the rt VM; give it a cpuset with 4 usable CPUs.
-    text = f"[{RT_UUID}]\nname = RedHawk-8.4-RT\ncpuset = 8-11\nrt = yes\nnr_vcpus = 3\n"
+def test_reverse_sync_takes_each_vm_that_it_can(domains, host):
+    # rhel8-gpu passes through 0000:41:00.0, which this host lacks: it alone fails.
+    text = (f"[{GPU_UUID}]\nname = rhel8-gpu\npcidevs = 0000:21:00.0\n\n"
+            f"[{RT_UUID}]\nname = RedHawk-8.4-RT\ncpuset = 8-11\nrt = yes\nnr_vcpus = 3\n")
     config = parse_config(text, "k.cfg")
-    before = Config(config.path, list(config.vms), config.problems)
-    (out,) = sync_from_libvirt(config, config.vms, host, domains, query=False)
-    assert out.status == "updated" and "+nr_vcpus = 6" in out.diff
-    with pytest.raises(WouldBreakConfig) as info:
-        check_still_valid(before, config, host)
-    assert [e.code for e in info.value.errors] == ["rt-too-few-cpus"]
-    assert "k.cfg:6: error: RedHawk-8.4-RT: cpuset: 4 usable CPUs" in str(info.value)
+    gpu, rt = config.vms
+    gpu_out, rt_out = sync_from_libvirt(config, config.vms, host, domains, query=False)
+    assert gpu_out.status == "failed" and config.vms[0] is gpu
+    assert gpu_out.messages == [
+        "pcidevs = 0000:21:00.0 0000:41:00.0: PCI device 0000:41:00.0 does not exist on "
+        "this host; fix the domain (virsh edit rhel8-gpu) or the config (kvmrt-edit-config), "
+        "then run the command again"]
+    assert rt_out.status == "updated" and "+cpuset = 8-15" in rt_out.diff
+    assert config.vms[1].nr_vcpus == 6
 
 
 def test_running_domain_is_not_renamed(domains, host):

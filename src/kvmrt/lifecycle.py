@@ -76,6 +76,7 @@ def _sync_and_start(domains: Domains, p: Placement, topology: Topology, *, runni
     (synced,) = sync_to_libvirt([p.vm], topology, domains, query=dry_run)
     if synced.status == "failed":
         raise KvmrtError("; ".join(synced.messages))
+    result.notes += synced.messages   # the tuning it removes, what libvirt did not keep
     if dry_run:
         return
     if not running:

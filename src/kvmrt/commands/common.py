@@ -98,7 +98,7 @@ def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
 def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | None]:
     """libvirt's persistent domains by lower-case UUID, or (None, why not)."""
     try:
-        return {d.uuid.lower(): d for d in Domains(connect(uri)).all()}, None
+        return {d.uuid.lower(): d for d in Domains(connect(uri, read_only=True)).all()}, None
     except LibvirtError as exc:
         return None, str(exc)
 

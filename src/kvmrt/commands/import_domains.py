@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import Config, editing, write_config
+from kvmrt.config.file import editing, write_config
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domain, Domains
-from kvmrt.libvirt_sync.importer import check_still_valid, import_domains
+from kvmrt.libvirt_sync.importer import import_domains
 from kvmrt.libvirt_sync.sync import NoSuchDomain
 
 
@@ -20,10 +22,12 @@ from kvmrt.libvirt_sync.sync import NoSuchDomain
 @click.argument("names", nargs=-1, metavar="[DOMAIN]...")
 def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]) -> None:
     """Add libvirt domains (all by default, or the named ones: names or
-    UUIDs) to the config, with defaults for everything libvirt does not
-    say. Domains already in the config are skipped unless -u, which takes
-    name, title, description, vCPUs, topology and PCI devices from libvirt.
-    Creates the config file if it does not exist.
+    UUIDs) to the config: name, title, description, vCPUs, topology, PCI
+    devices and the domain's tuning (pins as cpuset, numatune, locked
+    memory, hidden KVM), defaults for the rest. Domains already in the
+    config are skipped unless -u, which takes those again. A domain that
+    cannot be imported is left out with a reason (exit 1); the others are
+    imported. Creates the config file if it does not exist.
     """
     common.require_root()
     host = common.host()
@@ -31,18 +35,22 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
     chosen = _choose(domains, names)
     with editing(path or common.DEFAULT_PATH, create=True) as config:
         common.refuse_broken_file(config)
-        before = Config(config.path, list(config.vms), config.problems)
         result = import_domains(config, chosen, host, update=update)
         if result.added or result.updated:
-            check_still_valid(before, config, host)
             write_config(config)
     for word, names_ in (("added", result.added), ("updated", result.updated),
                          ("unchanged", result.unchanged),
                          ("skipped (already in the config; -u updates)", result.skipped)):
         for name in names_:
             click.echo(f"{name}: {word}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for line in result.refused:
+        click.echo(line, err=True)
     if not chosen:
         click.echo("libvirt has no persistent domains to import")
+    if result.refused:
+        sys.exit(1)
 
 
 def _choose(domains: Domains, names: tuple[str, ...]) -> list[Domain]:

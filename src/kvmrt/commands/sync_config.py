@@ -7,10 +7,10 @@ import sys
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import Config, editing, write_config
+from kvmrt.config.file import editing, write_config
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.importer import check_still_valid, sync_from_libvirt
+from kvmrt.libvirt_sync.importer import sync_from_libvirt
 from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
 
 
@@ -19,8 +19,8 @@ from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
 @common.connect_option
 @common.all_option
 @click.option("-r", "--reverse", is_flag=True,
-              help="Take name, title, description, vCPUs, topology and PCI devices "
-                   "from libvirt into the config.")
+              help="Take name, title, description, pinning, vCPUs, topology, numatune, "
+                   "locked memory, hidden KVM and PCI devices from libvirt into the config.")
 @click.option("-q", "--query", is_flag=True,
               help="Change nothing; list each VM out of step with a diff (exit 1 if any).")
 @common.vms_argument
@@ -30,7 +30,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, reverse: boo
 
     By default writes what kvmrt owns in each VM's domain XML (name, title,
     description, vCPUs, topology, pinning, numatune, locked memory, hidden
-    KVM, PCI hostdevs); everything else in the XML stays as it is. Refuses
+    KVM, PCI hostdevs); everything else in the XML stays as it is,
+    passwords included, and each tuning element removed is named. Refuses
     a config with validation errors.
     """
     if not query:
@@ -46,7 +47,8 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     config, host = common.load(path), common.host()
     common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
     selected = config.select(vms, include_disabled=include_disabled)
-    return sync_to_libvirt(selected, host.topology, Domains(connect(uri)), query=query)
+    domains = Domains(connect(uri, read_only=query))
+    return sync_to_libvirt(selected, host.topology, domains, query=query)
 
 
 def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
@@ -54,15 +56,14 @@ def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     if query:
         config = common.load(path)
         selected = config.select(vms, include_disabled=include_disabled)
-        return sync_from_libvirt(config, selected, host, Domains(connect(uri)), query=True)
+        domains = Domains(connect(uri, read_only=True))
+        return sync_from_libvirt(config, selected, host, domains, query=True)
     with editing(path or common.DEFAULT_PATH) as config:
         common.refuse_broken_file(config)
-        before = Config(config.path, list(config.vms), config.problems)
         selected = config.select(vms, include_disabled=include_disabled)
         outcomes = sync_from_libvirt(config, selected, host, Domains(connect(uri)),
                                      query=False)
         if any(o.status == "updated" for o in outcomes):
-            check_still_valid(before, config, host)
             write_config(config)
     return outcomes
 

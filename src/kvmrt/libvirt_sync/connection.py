@@ -45,11 +45,15 @@ def default_uri() -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
-def connect(uri: str | None = None) -> libvirt.virConnect:
-    """Open a read-write connection to ``uri`` (libvirt's default when None)."""
+def connect(uri: str | None = None, *, read_only: bool = False) -> libvirt.virConnect:
+    """Open a connection to ``uri`` (libvirt's default when None).
+
+    ``read_only`` is for the tools that only look: any user may open one
+    to qemu:///system, and it never sees the domains' passwords.
+    """
     target = uri or default_uri()
     try:
-        return libvirt.open(target)
+        return libvirt.openReadOnly(target) if read_only else libvirt.open(target)
     except libvirt.libvirtError as exc:
         raise LibvirtUnreachable(target, _first_line(exc), _hint(exc)) from exc
 

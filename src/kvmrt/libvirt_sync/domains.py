@@ -4,6 +4,13 @@ persistent XML, autostart and state; define and rename.
 A kvmrt VM is tied to its libvirt domain by UUID (the section header), so a
 rename in either place never loses the link. libvirt errors become
 :class:`LibvirtError` naming the domain.
+
+The XML is read with its secure parts (``VIR_DOMAIN_XML_SECURE``: the
+``passwd`` of ``<graphics>``), as ``virsh edit`` and virt-manager do, so
+that a define from it keeps them. A connection that may not read them (a
+read-only one, or an ACL without ``read_secure``) gets the XML without them
+and a :class:`Domain` whose ``secure`` is False: kvmrt compares such XML
+but never defines from it (:func:`kvmrt.libvirt_sync.sync.apply_change`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 
+# The XML a define must start from: the persistent definition, passwords included.
+XML_SECURE_INACTIVE = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE
+# What libvirt answers a read-only connection, and an ACL without read_secure.
+SECRETS_DENIED = (libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_ERR_ACCESS_DENIED)
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -37,6 +49,7 @@ class Domain:
     autostart: bool
     state: str
     persistent: bool
+    secure: bool = True   # the XML has its secure parts (passwords)
 
     @property
     def shut_off(self) -> bool:
@@ -135,19 +148,34 @@ class Domains:
     def _snapshot(self, dom: libvirt.virDomain) -> Domain:
         name = dom.name()
         state, _reason = self._call(f"state of domain {name}", dom.state)
+        xml, secure = self._persistent_xml(dom, name)
         return Domain(
-            uuid=dom.UUIDString(), name=name,
-            xml=self._call(f"XML of domain {name}", dom.XMLDesc,
-                           libvirt.VIR_DOMAIN_XML_INACTIVE),
+            uuid=dom.UUIDString(), name=name, xml=xml,
             autostart=bool(self._call(f"autostart of domain {name}", dom.autostart)),
-            state=STATES.get(state, "unknown"), persistent=bool(dom.isPersistent()))
+            state=STATES.get(state, "unknown"), persistent=bool(dom.isPersistent()),
+            secure=secure)
+
+    def _persistent_xml(self, dom: libvirt.virDomain, name: str) -> tuple[str, bool]:
+        """The persistent XML with its secure parts; without them (False)
+        where libvirt denies them to this connection."""
+        what = f"XML of domain {name}"
+        try:
+            return dom.XMLDesc(XML_SECURE_INACTIVE), True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in SECRETS_DENIED:
+                raise LibvirtError(what, _first_line(exc)) from exc
+        return self._call(what, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE), False
 
     @staticmethod
     def _call(what: str, fn, *args):
         try:
             return fn(*args)
         except libvirt.libvirtError as exc:
-            raise LibvirtError(what, str(exc).splitlines()[0] if str(exc) else "failed") from exc
+            raise LibvirtError(what, _first_line(exc)) from exc
+
+
+def _first_line(exc: libvirt.libvirtError) -> str:
+    return str(exc).splitlines()[0] if str(exc) else "failed"
 
 
 def _cpumap(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:

@@ -6,7 +6,9 @@ Pure functions, strings in and out:
   leaves the rest of the XML as it was, comments and layout included;
 - :func:`read_facts` takes what ``kvmrt-import`` and ``sync -r`` need;
 - :func:`owned_differences` says what libvirt lost or changed of kvmrt's
-  part after a define, tolerant of libvirt's own normalisations.
+  part after a define, tolerant of libvirt's own normalisations;
+  :func:`owned_changes` is the same comparison as data (what a sync would
+  remove or change, what an import cannot express).
 
 What kvmrt owns: ``name``, ``title``, ``description``; the ``<vcpu>``
 count; ``<cpu><topology>``; the pins of ``<cputune>``
@@ -39,7 +41,7 @@ from kvmrt.libvirt_sync.domxml_values import (
 )
 from kvmrt.placement import Placement
 
-__all__ = ["DomainFacts", "apply_config", "read_facts", "owned_differences"]
+__all__ = ["DomainFacts", "apply_config", "read_facts", "owned_differences", "owned_changes"]
 
 # libvirt's dumpxml order of the children of each element kvmrt creates in
 # (virDomainDefFormatInternal and the formatters it calls).
@@ -82,6 +84,9 @@ PRUNE = frozenset({"cputune", "numatune", "memoryBacking", "kvm", "features"})
 class DomainFacts:
     """What kvmrt takes from libvirt into the config (import, ``sync -r``).
 
+    ``pinned_cpus`` is the union of the CPUs of every ``<vcpupin>``,
+    ``<emulatorpin>``, ``<iothreadpin>`` and of ``<vcpu cpuset>``: the
+    cpuset that makes kvmrt pin to the same CPUs.
     ``cpu_topology`` is (sockets, cores per socket, threads) with libvirt's
     dies and clusters folded into the cores; None without ``<topology>``.
     """
@@ -93,6 +98,10 @@ class DomainFacts:
     nr_vcpus: int
     cpu_topology: tuple[int, int, int] | None
     pcidevs: PciSet
+    pinned_cpus: frozenset[int] = frozenset()   # every pin's CPUs and <vcpu cpuset>
+    numatune: frozenset[int] | None = None      # <numatune><memory nodeset>
+    locked: bool = False                        # <memoryBacking><locked/>
+    kvm_hidden: bool = False                    # <features><kvm><hidden state='on'/>
 
 
 # -- apply ----------------------------------------------------------------------
@@ -232,7 +241,30 @@ def read_facts(xml: str) -> DomainFacts:
         cpu_topology=None if topology is None else (
             topology[0], topology[1] * topology[2] * topology[3], topology[4]),
         pcidevs=PciSet(address for _, address in _pci_hostdevs(domain)),
+        pinned_cpus=_pinned_cpus(domain),
+        numatune=_nodeset_of(domain.find("numatune/memory")),
+        locked=domain.find("memoryBacking/locked") is not None,
+        kvm_hidden=_hidden_state(domain) == "on",
     )
+
+
+def _pinned_cpus(domain: etree._Element) -> frozenset[int]:
+    cpus = frozenset().union(*read_pins(domain).values())
+    vcpu = domain.find("vcpu")
+    if vcpu is not None and vcpu.get("cpuset") is not None:
+        cpus |= cpuset_of(vcpu, "cpuset")
+    return cpus
+
+
+def _nodeset_of(memory: etree._Element | None) -> frozenset[int] | None:
+    if memory is None or memory.get("nodeset") is None:
+        return None
+    return cpuset_of(memory, "nodeset")
+
+
+def _hidden_state(domain: etree._Element) -> str | None:
+    hidden = domain.find("features/kvm/hidden")
+    return None if hidden is None else hidden.get("state")
 
 
 def _topology_of(domain: etree._Element) -> tuple[int, int, int, int, int] | None:
@@ -254,11 +286,18 @@ def owned_differences(wanted: str, actual: str) -> list[str]:
     after a define) lost or changed: kvmrt's part only, compared by meaning
     (sets as sets, numbers as numbers, libvirt's dies/clusters of 1 and a
     hostdev's guest address ignored)."""
-    want = _owned_items(tree.parse_domain(wanted).root)
-    have = _owned_items(tree.parse_domain(actual).root)
-    labels = list(want) + [label for label in have if label not in want]
-    return [_difference(label, want.get(label), have.get(label))
-            for label in labels if want.get(label) != have.get(label)]
+    return [_difference(label, want, have)
+            for label, want, have in owned_changes(wanted, actual)]
+
+
+def owned_changes(before: str, after: str) -> list[tuple[str, str | None, str | None]]:
+    """Each element of kvmrt's part that differs between two XMLs, by
+    meaning: (label, its value in ``before``, in ``after``), None where absent."""
+    old = _owned_items(tree.parse_domain(before).root)
+    new = _owned_items(tree.parse_domain(after).root)
+    labels = list(old) + [label for label in new if label not in old]
+    return [(label, old.get(label), new.get(label))
+            for label in labels if old.get(label) != new.get(label)]
 
 
 def _difference(label: str, wanted: str | None, actual: str | None) -> str:
@@ -279,6 +318,8 @@ def _owned_items(domain: etree._Element) -> dict[str, str]:
     vcpu = domain.find("vcpu")
     if vcpu is not None:
         items["<vcpu> count"] = str(uint_of(vcpu, vcpu.text, "count"))
+        if vcpu.get("cpuset") is not None:
+            items["<vcpu cpuset>"] = f"CPUs {format_ids(cpuset_of(vcpu, 'cpuset'))}"
     topology = _topology_of(domain)
     if topology is not None:
         items["<cpu><topology>"] = _topology_text(topology)
@@ -290,9 +331,9 @@ def _owned_items(domain: etree._Element) -> dict[str, str]:
         items["<numatune><memory>"] = _numatune_text(memory)
     if domain.find("memoryBacking/locked") is not None:
         items["<memoryBacking><locked/>"] = "<locked/>"
-    hidden = domain.find("features/kvm/hidden")
-    if hidden is not None:
-        items["<features><kvm><hidden>"] = f"state={hidden.get('state')}"
+    hidden = _hidden_state(domain)
+    if domain.find("features/kvm/hidden") is not None:
+        items["<features><kvm><hidden>"] = f"state={hidden}"
     for _, address in _pci_hostdevs(domain):
         items[f"PCI <hostdev> {address}"] = "the device"
     return items

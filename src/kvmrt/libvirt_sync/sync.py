@@ -3,25 +3,30 @@
 Config → libvirt: :func:`plan_to_libvirt` computes, per VM, the domain XML
 kvmrt wants (the current persistent XML with kvmrt's parts set, see
 :mod:`kvmrt.libvirt_sync.domxml`); :func:`apply_change` renames and defines
-it and reads it back. libvirt → config: :func:`update_from_domain` takes
-name, title, description, vCPU count, topology and PCI devices from the
-domain XML into the VM. Both are pure plans plus a small applier, so that
+it and reads it back; :func:`tuning_removed` names each pin, numatune,
+locked memory or hidden KVM it removes or changes. libvirt → config:
+:func:`update_from_domain` takes name, title, description, pinning, vCPUs,
+topology, numatune, locked memory, hidden KVM and PCI devices from the
+domain XML into the VM; :func:`unexpressed` says what of the XML the
+config cannot express. Both are pure plans plus a small applier, so that
 ``-q`` can show a diff and change nothing.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 
 from kvmrt.config.file import format_config
 from kvmrt.config.model import AUTO, VmConfig
-from kvmrt.config.sets import PciSet
+from kvmrt.config.sets import CpuSpec, IdSet, PciSet, format_ids
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domain, Domains
-from kvmrt.libvirt_sync.domxml import DomainFacts, apply_config, owned_differences, read_facts
-from kvmrt.placement import place
+from kvmrt.libvirt_sync.domxml import (DomainFacts, apply_config, owned_changes,
+                                       owned_differences)
+from kvmrt.placement import Placement, place
 
 
 class NotDefined(KvmrtError):
@@ -45,6 +50,16 @@ class RenameRefused(KvmrtError):
         super().__init__(f"cannot rename domain {domain.name!r} to {vm.name!r}: {reason}")
 
 
+class SecretsUnreadable(KvmrtError):
+    """The domain's XML was read without its passwords: defining it would drop them."""
+
+    def __init__(self, domain: Domain) -> None:
+        super().__init__(
+            f"libvirt does not let this connection read the passwords of domain "
+            f"{domain.name!r} (VIR_DOMAIN_XML_SECURE); defining it would remove them, so "
+            "nothing was changed: run as root on a read-write connection")
+
+
 @dataclass(frozen=True)
 class XmlChange:
     """What syncing one VM into libvirt would do."""
@@ -62,9 +77,19 @@ class XmlChange:
         return self.wanted == self.domain.xml
 
     def diff(self) -> str:
+        """The unified diff, passwords hidden (it is printed)."""
         return "".join(difflib.unified_diff(
-            self.domain.xml.splitlines(keepends=True), self.wanted.splitlines(keepends=True),
+            _hide_secrets(self.domain.xml).splitlines(keepends=True),
+            _hide_secrets(self.wanted).splitlines(keepends=True),
             f"libvirt: {self.domain.name}", f"kvmrt: {self.vm.name}"))
+
+
+# libvirt's secure attribute (VIR_DOMAIN_XML_SECURE): <graphics passwd=...>.
+_SECRET = re.compile(r"""(\spasswd\s*=\s*)(['"])[^'"]*\2""")
+
+
+def _hide_secrets(xml: str) -> str:
+    return _SECRET.sub(r"\1\2(hidden)\2", xml)
 
 
 def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains) -> XmlChange:
@@ -77,6 +102,8 @@ def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains) -> XmlCh
 def apply_change(change: XmlChange, domains: Domains) -> list[str]:
     """Rename (only while shut off) and define; return warnings about what
     libvirt did not keep of kvmrt's settings."""
+    if not change.domain.secure:
+        raise SecretsUnreadable(change.domain)
     if change.rename:
         _check_rename(change, domains)
         domains.rename(change.vm.uuid, change.vm.name)
@@ -95,41 +122,102 @@ def _check_rename(change: XmlChange, domains: Domains) -> None:
                             f"another domain ({clash.uuid}) already has that name")
 
 
-def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology | None) -> VmConfig:
-    """``vm`` with what libvirt says of name, title, description, vCPUs,
-    topology and PCI devices; unchanged attributes stay as they are (an
-    ``auto`` that still resolves to libvirt's value stays ``auto``)."""
+def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology) -> VmConfig:
+    """``vm`` with what libvirt says of name, title, description, pinning
+    (cpuset), vCPUs, topology, numatune, locked memory (rt_memory), hidden
+    KVM and PCI devices. An attribute whose value already gives libvirt's
+    stays as it is; else ``auto`` where that gives it, else the explicit
+    value. ``rt`` is never taken: it changes the host, not the domain."""
     changes: dict = {}
     for attr in ("name", "title", "description"):
         new = getattr(facts, attr) or ("" if attr != "name" else None)
         if new != getattr(vm, attr):
             changes[attr] = new
-    if facts.nr_vcpus != _resolved_vcpus(vm, topology):
-        changes["nr_vcpus"] = facts.nr_vcpus
-    topo = facts.cpu_topology
-    topo = AUTO if topo is None or topo == (1, facts.nr_vcpus, 1) else topo
-    if topo != vm.cpu_topology:
-        changes["cpu_topology"] = topo
     if PciSet(facts.pcidevs) != vm.pcidevs:
         changes["pcidevs"] = PciSet(facts.pcidevs)
-    return vm.with_values(**changes) if changes else vm
+    vm = vm.with_values(**changes) if changes else vm
+    pinned = facts.pinned_cpus
+    vm = _take(vm, topology, "cpuset", pinned, lambda p: p.usable_cpus,
+               CpuSpec.parse(format_ids(pinned)))
+    vm = _take(vm, topology, "nr_vcpus", facts.nr_vcpus, lambda p: p.nr_vcpus,
+               AUTO, facts.nr_vcpus)
+    vm = _take_topology(vm, facts)
+    vm = _take(vm, topology, "numatune", facts.numatune, lambda p: p.numatune,
+               AUTO, IdSet(facts.numatune or ()))
+    vm = _take(vm, topology, "rt_memory", facts.locked, lambda p: p.rt_memory,
+               AUTO, facts.locked)
+    return _take(vm, topology, "hide_kvm", facts.kvm_hidden, lambda p: bool(p.vm.hide_kvm),
+                 facts.kvm_hidden)
 
 
-def _resolved_vcpus(vm: VmConfig, topology: Topology | None) -> int | None:
-    if vm.nr_vcpus is not AUTO:
-        return vm.nr_vcpus
-    if topology is None:
-        return None
+def _take(vm: VmConfig, topology: Topology, attr: str, want, resolve, *candidates) -> VmConfig:
+    """``vm`` with ``attr`` at the first of its own value and ``candidates``
+    whose placement on ``topology`` resolves (``resolve``) to ``want``; the
+    last candidate (the explicit value) when none does."""
+    current = getattr(vm, attr)
+    for value in (current, *candidates):
+        trial = vm if value is current else vm.with_values(**{attr: value})
+        p = _placement(trial, topology)
+        if p is not None and resolve(p) == want:
+            return trial
+    return vm if candidates[-1] == current else vm.with_values(**{attr: candidates[-1]})
+
+
+def _take_topology(vm: VmConfig, facts: DomainFacts) -> VmConfig:
+    topo = facts.cpu_topology
+    topo = AUTO if topo is None or topo == (1, facts.nr_vcpus, 1) else topo
+    return vm if topo == vm.cpu_topology else vm.with_values(cpu_topology=topo)
+
+
+def _placement(vm: VmConfig, topology: Topology) -> Placement | None:
+    """The placement, or None when the VM names CPUs the host lacks."""
     try:
-        return place(vm, topology).nr_vcpus
+        return place(vm, topology)
     except KvmrtError:
         return None
 
 
-def new_vm_from_domain(domain: Domain, topology: Topology | None) -> VmConfig:
-    """A VM for a domain the config does not have yet: defaults plus what
-    libvirt says."""
-    return update_from_domain(VmConfig(uuid=domain.uuid), read_facts(domain.xml), topology)
+# Why the config cannot say what libvirt has, by the element kvmrt would change.
+_CANNOT_EXPRESS = (
+    ("<cputune>", "kvmrt pins vCPU i to the i-th usable CPU of the cpuset and the "
+                  "emulator and iothreads to the other CPUs"),
+    ("<vcpu cpuset>", "kvmrt pins each vCPU with <vcpupin> instead"),
+    ("<numatune>", "numatune is a strict nodeset (mode='strict') or nothing"),
+    ("<features><kvm><hidden>", "hide_kvm writes state='on' or nothing"),
+    ("<cpu><topology>", "cpu_topology is sockets,cores,threads; kvmrt always writes one"),
+)
+
+
+def unexpressed(vm: VmConfig, xml: str, topology: Topology) -> list[str]:
+    """What a sync of ``vm`` would still change in ``xml`` (just taken into
+    ``vm`` from it): one line per element, with why the config cannot say it."""
+    p = _placement(vm, topology)
+    if p is None:
+        return []
+    lines = []
+    for label, have, want in owned_changes(xml, apply_config(xml, p)):
+        why = next((w for prefix, w in _CANNOT_EXPRESS if label.startswith(prefix)),
+                   "the config cannot express it")
+        lines.append(f"{label}: libvirt has {have or 'none'}, kvmrt-sync-config would "
+                     f"{'write ' + want if want else 'remove it'} ({why})")
+    return lines
+
+
+# The elements of the XML that tune the domain or pass a device through (as
+# against naming or sizing it): a sync names each one it removes.
+_TUNING = ("<cputune>", "<vcpu cpuset>", "<numatune>", "<memoryBacking>", "<features>",
+           "PCI <hostdev>")
+
+
+def tuning_removed(change: "XmlChange", *, done: bool) -> list[str]:
+    """One line per tuning element or PCI host device of the domain that
+    the change removes, so that no pin, numatune, locked memory, hidden KVM
+    or passed-through device goes without a word (changed values show in
+    the diff)."""
+    verb = "removed" if done else "would remove"
+    return [f"{change.vm.label}: {verb} {label} ({have}): the config does not have it"
+            for label, have, want in owned_changes(change.domain.xml, change.wanted)
+            if want is None and have is not None and label.startswith(_TUNING)]
 
 
 def config_diff(before: VmConfig, after: VmConfig, path: str | None) -> str:
@@ -163,10 +251,12 @@ def sync_to_libvirt(vms: list[VmConfig], topology: Topology, domains: Domains, *
             if change.in_step:
                 outcomes.append(Outcome(vm.label, "in step"))
             elif query:
-                outcomes.append(Outcome(vm.label, "out of step", change.diff()))
+                outcomes.append(Outcome(vm.label, "out of step", change.diff(),
+                                        tuning_removed(change, done=False)))
             else:
+                removed = tuning_removed(change, done=True)
                 warnings = apply_change(change, domains)
-                outcomes.append(Outcome(vm.label, "updated", change.diff(), warnings))
+                outcomes.append(Outcome(vm.label, "updated", change.diff(), removed + warnings))
         except KvmrtError as exc:
             outcomes.append(Outcome(vm.label, "failed", messages=[str(exc)]))
     return outcomes
