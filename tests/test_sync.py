@@ -72,7 +72,7 @@ def test_reverse_sync_refuses_values_that_break_the_config(domains, host):
     with pytest.raises(WouldBreakConfig) as info:
         check_still_valid(before, config, host)
     assert [e.code for e in info.value.errors] == ["rt-too-few-cpus"]
-    assert "k.cfg:6: error: RedHawk-8.4-RT: cpuset: 4 usable CPUs" in str(info.value)
+    assert "k.cfg:3: error: RedHawk-8.4-RT: cpuset: 4 usable CPUs" in str(info.value)
 
 
 def test_running_domain_is_not_renamed(domains, host):

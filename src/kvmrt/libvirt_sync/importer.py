@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmrt import diagnostics as diag
-from kvmrt.config.file import Config, format_config, parse_config
+from kvmrt.config.file import Config, config_text, parse_config
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domain, Domains
@@ -63,7 +63,7 @@ def check_still_valid(before: Config, after: Config, host: Host) -> None:
     """Raise :class:`WouldBreakConfig` if ``after`` has errors ``before`` had not."""
     old = {_key(d) for d in validate(before, host, include_disabled=True) if d.is_error}
     # Validate the text that would be written, so line numbers are the new file's.
-    reparsed = parse_config(format_config(after.vms), after.path)
+    reparsed = parse_config(config_text(after), after.path)
     new = [d for d in validate(reparsed, host, include_disabled=True)
            if d.is_error and _key(d) not in old]
     if new:
