@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from kvmrt.config.inifile import (_BOM, Entry, Section, checked_names, entry_lines, parse,
+from kvmrt.config.inifile import (BOM, Entry, Section, checked_names, entry_lines, parse,
                                   section_lines)
 
 Sections = Iterable[tuple[str, Iterable[tuple[str, str]]]]
@@ -34,7 +34,7 @@ def rewrite(text: str, sections: Sections) -> str:
     Raises IniFormatError like :func:`~kvmrt.config.inifile.format`.
     """
     wanted = checked_names(sections)
-    bom = _BOM if text.startswith(_BOM) else ""
+    bom = BOM if text.startswith(BOM) else ""
     lines = text.removeprefix(bom).split("\n")
     eol = "\r" if lines[0].endswith("\r") else ""
     old = {s.name: s for s in parse(text)[0]}

@@ -92,7 +92,7 @@ from kvmrt.errors import ConfigFileError, IniFormatError
 
 _INDENT = (" ", "\t")
 _COMMENT = ("#", ";")
-_BOM = "\ufeff"
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class _Parser:
             return unquote(text)
         except ValueError as exc:
             if value.target is not None:
-                self._problem(number, f"bad quoted line {_shorten(text)}: {exc}")
+                self._problem(number, f"bad quoted line {shorten(text)}: {exc}")
                 value.target = None
             return text
 
@@ -229,7 +229,7 @@ def parse(text: str) -> tuple[list[Section], list[Problem]]:
     everything that is wrong is in the problems, in line order.
     """
     parser = _Parser()
-    for number, line in enumerate(text.removeprefix(_BOM).split("\n"), 1):
+    for number, line in enumerate(text.removeprefix(BOM).split("\n"), 1):
         parser.feed(number, line)
     parser.end_value()
     return parser.sections, parser.problems
@@ -284,7 +284,7 @@ def _has_surrogate(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-def _shorten(text: str, width: int = 60) -> str:
+def shorten(text: str, width: int = 60) -> str:
     """``repr`` of ``text``, cut in the middle when long (for messages)."""
     if len(text) <= width:
         return repr(text)

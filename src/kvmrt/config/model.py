@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from kvmrt import diagnostics as diag
-from kvmrt.config.inifile import Section, _shorten
+from kvmrt.config.inifile import Section, shorten
 from kvmrt.config.sets import CpuSpec, IdSet, PciSet, parse_decimal
 from kvmrt.errors import SetSyntaxError
 
@@ -222,9 +222,9 @@ def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[
         except SetSyntaxError as exc:
             vm.invalid.add(entry.key)
             detail = (exc.reason if exc.element.strip() == entry.value.strip()
-                      else f"{_shorten(exc.element)}: {exc.reason}")
+                      else f"{shorten(exc.element)}: {exc.reason}")
             problems.append(diag.error(
-                "bad-value", f"bad value {_shorten(entry.value)}: {detail}",
+                "bad-value", f"bad value {shorten(entry.value)}: {detail}",
                 attribute=entry.key, line=entry.line, file=file, vms=()))
     if not vm.values.get("name") and "name" not in vm.invalid:
         problems.append(diag.error(
