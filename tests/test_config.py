@@ -157,3 +157,58 @@ def test_load_save_load_gives_the_same_model(tmp_path_factory, vms):
     save_config(first)
     second = load_config(str(path))
     assert [(v.uuid, v.values) for v in first.vms] == [(v.uuid, v.values) for v in second.vms]
+
+
+# --- hostile values are rejected at load, with file:line (issue 11) -----------
+
+
+def _load_one(line: str):
+    config = parse_config(f"[{UUID1}]\nname = vm\n{line}\n", "k.cfg")
+    return [d.format() for d in config.problems]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("title = a\x01b", "k.cfg:3: error: vm: title: bad value 'a\\x01b': character U+0001 at "
+                       "position 2 cannot be stored in libvirt's XML"),
+    ("title = x\ufffe", "character U+FFFE at position 2"),
+    ("description = ok\n    bad\uffff", "character U+FFFF at position 7"),
+    ("description = \"\\u001b[31m\"", "character U+001B at position 1"),
+    ("nr_vcpus = 100000000", "k.cfg:3: error: vm: nr_vcpus: bad value '100000000': "
+                             "100000000 vCPUs: QEMU accepts at most 4096"),
+    ("nr_vcpus = " + "9" * 5000, "number too large (5000 digits)"),
+    ("cpu_topology = 1,4097,1", "at most 4096 (QEMU's vCPU limit)"),
+    ("cpu_topology = 1," + "2" * 4400 + ",1", "number too large (4400 digits)"),
+    ("numatune = 0-4294967295", "k.cfg:3: error: vm: numatune: bad value '0-4294967295': "
+                                "NUMA node 4294967295 cannot exist"),
+    ("cpuset = 0-4294967295", "CPU 4294967295 cannot exist"),
+])
+def test_hostile_values_are_one_error_line(line, message):
+    problems = _load_one(line)
+    assert len(problems) == 1 and message in problems[0]
+    assert len(problems[0]) < 300
+
+
+@pytest.mark.parametrize("name, why", [
+    ("a/b", "cannot contain '/'"),
+    ("/etc/passwd", "cannot contain '/'"),
+    (".", "cannot be '.' or '..'"),
+    ("..", "cannot be '.' or '..'"),
+    ('"web "', "cannot start or end with whitespace"),
+    ("we\x7fb\x00", "character U+0000"),
+])
+def test_libvirt_name_rules(name, why):
+    config = parse_config(f"[{UUID1}]\nname = {name}\n", "k.cfg")
+    assert [d.code for d in config.problems] == ["bad-value"]
+    assert config.problems[0].line == 2 and why in config.problems[0].message
+
+
+def test_title_and_description_libvirt_accepts_are_stored_and_round_trip(tmp_path):
+    path = tmp_path / "kvmrt.cfg"
+    vm = parse_config(f"[{UUID1}]\nname = vm\n").vms[0]
+    text = "  line one\n\tindented\n\ntrailing newline\n"
+    config = parse_config("", str(path))
+    config.vms.append(vm.with_values(title="Lab VM ", description=text))
+    save_config(config)
+    loaded = load_config(str(path))
+    assert loaded.problems == []
+    assert (loaded.vms[0].title, loaded.vms[0].description) == ("Lab VM ", text)

@@ -401,7 +401,7 @@ def test_malformed_status_names_the_file(threadripper: Path, text: str) -> None:
     with pytest.raises(HostReadError) as err:
         qemu.read_qemu_status(fs, hostgen.REDHAWK_RT.name)
     assert err.value.path.endswith("RedHawk-8.4-RT.xml")
-    with pytest.raises(ValueError):
+    with pytest.raises(HostReadError, match="not a libvirt domain name"):
         qemu.read_qemu_status(fs, "../etc")
 
 

@@ -145,3 +145,45 @@ def test_pciset_round_trip(addresses):
 
 def test_format_ids_prefix():
     assert format_ids([3, 1, 2, 7], "n") == "n1-3,n7"
+
+
+# --- bounds before expanding (issue 11) ---------------------------------------
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0-4294967295", "CPU 4294967295 cannot exist: Linux numbers CPUs 0-8191 at most "
+                     "(NR_CPUS is at most 8192)"),
+    ("~8192", "CPU 8192 cannot exist"),
+    ("n0-99999999", "NUMA node 99999999 cannot exist: Linux numbers NUMA nodes 0-1023 at most"),
+    ("c0-c4294967295", "core 4294967295 cannot exist"),
+    ("d9000", "die 9000 cannot exist"),
+    ("p0-1,p10000", "package 10000 cannot exist"),
+    ("9" * 5000, "number too large (5000 digits)"),
+    ("0-" + "1" * 4301, "number too large (4301 digits)"),
+])
+def test_cpuset_is_bounded_before_it_is_expanded(text, message):
+    with pytest.raises(SetSyntaxError) as info:
+        CpuSpec.parse(text)
+    assert message in info.value.reason
+
+
+def test_cpuset_at_the_bounds_parses():
+    assert str(CpuSpec.parse("0-8191,n1023,c8191")) == "0-8191,n1023,c8191"
+
+
+def test_idset_bounds_cpus_by_default_and_nodes_for_numatune():
+    assert IdSet.parse("8191") == {8191}
+    with pytest.raises(SetSyntaxError, match="CPU 8192 cannot exist"):
+        IdSet.parse("0,8192")
+    assert IdSet.parse_nodes("1023") == {1023}
+    with pytest.raises(SetSyntaxError, match="NUMA node 4294967295 cannot exist"):
+        IdSet.parse_nodes("0-4294967295")
+
+
+def test_many_overlapping_wide_ranges_parse_in_time_linear_in_the_text():
+    import time
+
+    text = ",".join(["0-8191"] * 20_000)
+    start = time.perf_counter()
+    assert len(CpuSpec.parse(text).groups[0][1]) == 8192
+    assert time.perf_counter() - start < 2

@@ -154,3 +154,29 @@ def test_rt_cpuset_with_the_boot_cpu_is_a_warning_with_the_reason(host, cpuset):
 def test_boot_cpu_is_fine_for_non_rt_vms_and_rt_vms_without_it(host):
     assert "rt-boot-cpu" not in [c[1] for c in codes(host, "cpuset = 0-3")]
     assert "rt-boot-cpu" not in [c[1] for c in codes(host, "cpuset = 1-4\nrt = 1")]
+
+
+# --- libvirt's name rules; no host path from a name (issue 11) ----------------
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "x\x1by"])
+def test_name_libvirt_refuses_is_an_error_with_its_line(host, name):
+    config = parse_config(f"[{U.format(0)}]\nname = {name}\ncpuset = 8-11\n", "k.cfg")
+    found = [(d.code, d.line, d.attribute) for d in validate(config, host) if d.is_error]
+    assert found == [("bad-value", 2, "name")]
+
+
+@pytest.mark.parametrize("name", ["../../../etc/x", "..", None])
+def test_no_status_file_path_is_built_from_a_bad_name(threadripper, name):
+    from kvmrt.errors import HostReadError
+    from kvmrt.host.qemu import read_qemu_status
+
+    with pytest.raises(HostReadError, match="not a libvirt domain name"):
+        read_qemu_status(HostFS(threadripper), name)
+
+
+def test_vcpus_over_qemus_limit_are_refused_before_placement(big_host):
+    config = config_of("nr_vcpus = 100000000\ncpuset = 0-511")
+    found = validate(config, read_host(HostFS(big_host)))
+    assert [(d.code, d.attribute) for d in found] == [("bad-value", "nr_vcpus")]
+    assert "QEMU accepts at most 4096" in found[0].message

@@ -4,6 +4,13 @@ Loading is strict and collects every problem (syntax, duplicates, bad
 UUIDs, unknown attributes, malformed values, missing or duplicated names)
 as diagnostics with line numbers. Saving writes atomically under the
 config's lock.
+
+A config read from text keeps that text (``Config.source``): saving it
+changes only the lines of the entries whose values changed and appends new
+VMs at the end (:mod:`kvmrt.config.iniedit`); comments, blank lines, order
+and spelling elsewhere stay byte for byte. Entries the model does not use
+(unknown attributes, malformed values) are kept as written. A config that
+did not come from text gets the canonical form.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from kvmrt import diagnostics as diag
-from kvmrt.config import inifile
-from kvmrt.config.model import VmConfig, vm_from_section, vm_to_entries
+from kvmrt.config import iniedit, inifile
+from kvmrt.config.model import ATTRIBUTES, VmConfig, vm_from_section, vm_to_entries
 from kvmrt.errors import KvmrtError
 
 DEFAULT_PATH = "/etc/kvmrt.cfg"
@@ -32,6 +39,7 @@ class Config:
     path: str | None
     vms: list[VmConfig] = field(default_factory=list)
     problems: list[diag.Diagnostic] = field(default_factory=list)
+    source: str | None = None  # the text it was read from, kept for saving
 
     @property
     def has_errors(self) -> bool:
@@ -67,7 +75,7 @@ class Config:
 
 def parse_config(text: str, path: str | None = None) -> Config:
     sections, problems = inifile.parse(text)
-    config = Config(path=path)
+    config = Config(path=path, source=text)
     config.problems = [
         diag.error("syntax", p.message, line=p.line, file=path) for p in problems
     ]
@@ -86,7 +94,28 @@ def load_config(path: str = DEFAULT_PATH) -> Config:
 
 
 def format_config(vms: list[VmConfig]) -> str:
+    """The VMs in canonical form (as a new file would get them)."""
     return inifile.format((vm.uuid, vm_to_entries(vm)) for vm in vms)
+
+
+def config_text(config: Config) -> str:
+    """The text :func:`write_config` writes: the text the config was read
+    from with only the changed entries edited, or the canonical form."""
+    if config.source is None:
+        return format_config(config.vms)
+    read = {s.name: s for s in inifile.parse(config.source)[0]}
+    return iniedit.rewrite(config.source, (
+        (vm.uuid, vm_to_entries(vm) + _unused_entries(vm, read.get(vm.uuid)))
+        for vm in config.vms))
+
+
+def _unused_entries(vm: VmConfig, section: inifile.Section | None) -> list[tuple[str, str]]:
+    """Entries of the VM's section the model did not take (unknown keys,
+    malformed values): they stay in the file as written."""
+    if section is None:
+        return []
+    return [(e.key, e.value) for e in section.entries
+            if e.key not in vm.values and (e.key not in ATTRIBUTES or e.key in vm.invalid)]
 
 
 def save_config(config: Config, path: str | None = None) -> None:
@@ -97,7 +126,7 @@ def save_config(config: Config, path: str | None = None) -> None:
     """
     target = path or config.path or DEFAULT_PATH
     with inifile.locked(target):
-        inifile.write_atomic(target, format_config(config.vms))
+        _write(config, target)
 
 
 @contextmanager
@@ -112,8 +141,15 @@ def editing(path: str, *, create: bool = False) -> Iterator[Config]:
 
 
 def write_config(config: Config) -> None:
-    """Write atomically; the caller holds the lock (see :func:`editing`)."""
-    inifile.write_atomic(config.path or DEFAULT_PATH, format_config(config.vms))
+    """Write :func:`config_text` atomically; the caller holds the lock (see
+    :func:`editing`)."""
+    _write(config, config.path or DEFAULT_PATH)
+
+
+def _write(config: Config, target: str) -> None:
+    text = config_text(config)
+    inifile.write_atomic(target, text)
+    config.source = text
 
 
 def _duplicate_names(vms: list[VmConfig], path: str | None) -> list[diag.Diagnostic]:

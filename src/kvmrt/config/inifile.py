@@ -1,4 +1,4 @@
-"""The text layer of the kvmrt configuration file: INI syntax, no meaning.
+r"""The text layer of the kvmrt configuration file: INI syntax, no meaning.
 
 SYNTAX
 
@@ -18,9 +18,18 @@ with LF, a CR before it is ignored.
   empty lines of the value, blank lines at its end are dropped. The first
   line that is neither indented nor blank ends the value. An indented line
   starting with ``#`` or ``;`` is part of the value.
-* A *comment* is a line whose first character is ``#`` or ``;``; it ends
-  the value before it. There are no inline comments: ``#`` or ``;`` after
-  other text is part of the value.
+* A *comment* is a line whose first character is ``#`` or ``;``, even when
+  it holds a ``=`` (``# cpuset = 1`` keeps an old value); it ends the value
+  before it. There are no inline comments: ``#`` or ``;`` after other text
+  is part of the value.
+* A *quoted line*: a value line (the text after ``=`` or a continuation
+  line), once stripped, that starts and ends with ``"`` is a JSON string
+  (RFC 8259: ``\\``, ``\"``, ``\n``, ``\t``, ``\uXXXX``...; a literal TAB
+  is allowed) and stands for the text it encodes, so that a line can keep
+  surrounding whitespace: ``title = "Lab VM "``, ``    "    indented"``, and
+  ``    ""`` as the last line gives a value ending with a line break. A
+  quoted line that is not a valid JSON string, or encodes a lone surrogate,
+  is an error. Any other line is taken as written.
 * Blank lines outside of values are ignored.
 
 Each error is reported with its line, and reading goes on after it, so that
@@ -29,15 +38,33 @@ of the first; entries under the repeat are not used); a key repeated within
 a section (the first is used); an entry before the first section header; an
 empty key (``= value``); a malformed header (``[abc``, ``[abc] x``, ``[]``;
 entries under it are not used); an indented line with no entry before it,
-once per block (an indented line right after a comment is one); any other
-line (``key: value``).
+once per block (an indented line right after a comment is one); a bad
+quoted line (the entry is not used); any other line (``key: value``).
 
 CANONICAL FORM
 
 kvmrt writes ``[name]``, then ``key = value`` per entry in order (``key =``
 when empty), further lines of a value indented by four spaces (an empty
 value line as an empty line), one blank line between sections and a line
-break at the end. Comments of a hand-written file are not kept.
+break at the end. A value line that would not read back as written (one
+with surrounding whitespace, one that starts and ends with ``"``, an empty
+last line) is written as a quoted line. Every text can be written, except a
+name or key that is empty, has surrounding whitespace or a line break, and
+a text with a lone surrogate.
+
+ROUND TRIP
+
+:func:`rewrite` edits a text that was read so that it holds new sections,
+and keeps every other byte: the lines of an entry whose value changed are
+replaced by the new entry (its own lines only, continuation lines
+included; the ``key =`` spelling of the old first line is kept); a removed
+entry's lines are deleted; a new entry goes right after the last line of
+its section's last entry (or after the header), that is before the
+comments and blank lines that end the section; a removed section loses its
+header and everything up to its last entry's last line; new sections go at
+the end of the text, after one blank line, in canonical form. New lines end
+with CR LF when the first line of the text does. Unchanged text gives the
+same text back, byte for byte.
 
 WRITING AND LOCKING
 
@@ -52,6 +79,7 @@ holding the pid of the last holder).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import stat
 import tempfile
@@ -64,6 +92,7 @@ from kvmrt.errors import ConfigFileError, IniFormatError
 
 _INDENT = (" ", "\t")
 _COMMENT = ("#", ";")
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,7 @@ class Entry:
     key: str
     value: str
     line: int  # 1-based line of the ``key = value`` line
+    last_line: int = field(default=0, compare=False)  # its last line (continuations)
 
 
 @dataclass
@@ -95,6 +125,7 @@ class _Value:
     lines: list[str]
     target: Section | None
     blanks: int = 0
+    last_line: int = 0
 
 
 class _Parser:
@@ -115,9 +146,11 @@ class _Parser:
             self.end_value()
             if line[0] == "[":
                 self._header(number, line.rstrip())
+            elif line[0] in _COMMENT:
+                pass
             elif "=" in line:
                 self._entry(number, line)
-            elif line[0] not in _COMMENT:
+            else:
                 self._problem(number, "expected '[section]', 'key = value' or a "
                               f"comment, got {line.strip()!r}")
 
@@ -125,7 +158,7 @@ class _Parser:
         value, self.value = self.value, None
         if value is not None and value.target is not None:
             text = "\n".join(value.lines)
-            value.target.entries.append(Entry(value.key, text, value.line))
+            value.target.entries.append(Entry(value.key, text, value.line, value.last_line))
 
     def _problem(self, number: int, message: str) -> None:
         self.problems.append(Problem(number, message))
@@ -138,7 +171,18 @@ class _Parser:
         value = self.value
         value.lines.extend([""] * value.blanks)
         value.blanks = 0
-        value.lines.append(text)
+        value.lines.append(self._unquoted(number, text, value))
+        value.last_line = number
+
+    def _unquoted(self, number: int, text: str, value: _Value) -> str:
+        """The text a value line stands for; a bad quoted line drops the entry."""
+        try:
+            return unquote(text)
+        except ValueError as exc:
+            if value.target is not None:
+                self._problem(number, f"bad quoted line {shorten(text)}: {exc}")
+                value.target = None
+            return text
 
     def _header(self, number: int, text: str) -> None:
         closed = text.endswith("]")
@@ -159,7 +203,8 @@ class _Parser:
     def _entry(self, number: int, line: str) -> None:
         key, _, rest = line.partition("=")
         key = key.strip()
-        self.value = _Value(key, number, [rest.strip()], self._target(number, key))
+        self.value = _Value(key, number, [], self._target(number, key), last_line=number)
+        self.value.lines.append(self._unquoted(number, rest.strip(), self.value))
 
     def _target(self, number: int, key: str) -> Section | None:
         """The section a new entry goes to, or None after reporting why not."""
@@ -184,7 +229,7 @@ def parse(text: str) -> tuple[list[Section], list[Problem]]:
     everything that is wrong is in the problems, in line order.
     """
     parser = _Parser()
-    for number, line in enumerate(text.split("\n"), 1):
+    for number, line in enumerate(text.removeprefix(BOM).split("\n"), 1):
         parser.feed(number, line)
     parser.end_value()
     return parser.sections, parser.problems
@@ -212,33 +257,94 @@ def _check(kind: str, text: str, seen: set[str]) -> None:
     seen.add(text)
 
 
-def _entry_lines(key: str, value: str) -> list[str]:
+def unquote(text: str) -> str:
+    """The text a stripped value line stands for (see QUOTED LINES above).
+
+    Raises ValueError for a quoted line that is not a JSON string or
+    encodes a lone surrogate.
+    """
+    if not _is_quoted(text):
+        return text
+    try:
+        decoded = json.loads(text, strict=False)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise ValueError(f"not a JSON string ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(decoded, str):
+        raise ValueError("not a JSON string")
+    if _has_surrogate(decoded):
+        raise ValueError("encodes a lone surrogate, which is not a character")
+    return decoded
+
+
+def _is_quoted(text: str) -> bool:
+    return len(text) >= 2 and text[0] == '"' and text[-1] == '"'
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """``repr`` of ``text``, cut in the middle when long (for messages)."""
+    if len(text) <= width:
+        return repr(text)
+    return repr(text[:width // 2]) + f"...({len(text)} characters)..." + repr(text[-10:])
+
+
+def _written(line: str, *, last: bool) -> str:
+    """How one line of a value is written so that it reads back as ``line``."""
+    if line != line.strip() or _is_quoted(line) or (last and not line):
+        return json.dumps(line, ensure_ascii=False)
+    return line
+
+
+def value_lines(value: str) -> list[str]:
+    """The value's lines as written after ``key =``: the first line, then
+    the continuation lines without their indent ("" for a blank line)."""
+    if _has_surrogate(value):
+        raise IniFormatError("value", value, "it contains a lone surrogate")
     lines = value.split("\n")
-    if any(line != line.strip() for line in lines):
-        raise IniFormatError("value", value, "a line has leading or trailing whitespace")
-    if len(lines) > 1 and not lines[-1]:
-        raise IniFormatError("value", value, "it ends with an empty line")
-    first = f"{key} = {lines[0]}" if lines[0] else f"{key} ="
-    return [first] + [f"    {line}" if line else "" for line in lines[1:]]
+    end = len(lines) - 1
+    return [_written(line, last=i == end and i > 0) for i, line in enumerate(lines)]
+
+
+def entry_lines(key: str, value: str, separator: str = " = ") -> list[str]:
+    """The lines of one entry; ``separator`` is what goes between key and value."""
+    first, *more = value_lines(value)
+    head = f"{key}{separator}{first}" if first else f"{key}{separator}".rstrip()
+    return [head] + [f"    {line}" if line else "" for line in more]
+
+
+def section_lines(name: str, entries: Iterable[tuple[str, str]]) -> list[str]:
+    """One section in canonical form; IniFormatError for a bad key."""
+    lines = [f"[{name}]"]
+    keys: set[str] = set()
+    for key, value in entries:
+        _check("key", key, keys)
+        lines.extend(entry_lines(key, value))
+    return lines
+
+
+def checked_names(sections: Iterable[tuple[str, Iterable[tuple[str, str]]]]
+                  ) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The sections as lists; IniFormatError for a bad or repeated name."""
+    names: set[str] = set()
+    out = []
+    for name, entries in sections:
+        _check("section name", name, names)
+        out.append((name, list(entries)))
+    return out
 
 
 def format(sections: Iterable[tuple[str, Iterable[tuple[str, str]]]]) -> str:
     """Write sections in the canonical form; ``parse(format(x))`` gives x.
 
-    Raises IniFormatError for a name, key or value that would not read back
+    Raises IniFormatError for a name or key that would not read back
     unchanged (empty or duplicate names and keys, line breaks in names and
-    keys, surrounding whitespace, a value ending with an empty line).
+    keys, surrounding whitespace) and for a lone surrogate in a value.
     """
-    blocks: list[str] = []
-    names: set[str] = set()
-    for name, entries in sections:
-        _check("section name", name, names)
-        lines = [f"[{name}]"]
-        keys: set[str] = set()
-        for key, value in entries:
-            _check("key", key, keys)
-            lines.extend(_entry_lines(key, value))
-        blocks.append("\n".join(lines) + "\n")
+    blocks = ["\n".join(section_lines(name, entries)) + "\n"
+              for name, entries in checked_names(sections)]
     return "\n".join(blocks)
 
 

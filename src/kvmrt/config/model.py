@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from kvmrt import diagnostics as diag
-from kvmrt.config.inifile import Section
-from kvmrt.config.sets import CpuSpec, IdSet, PciSet
+from kvmrt.config.inifile import Section, shorten
+from kvmrt.config.sets import CpuSpec, IdSet, PciSet, parse_decimal
 from kvmrt.errors import SetSyntaxError
 
 
@@ -58,26 +58,73 @@ def _or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_auto
 
 
+# QEMU's largest max_cpus of any machine type (x86 q35 since QEMU 9.0;
+# i440fx stops at 255, older q35 at 288/1024); libvirt passes <vcpu> on.
+MAX_VCPUS = 4096
+
+# Characters XML 1.0 cannot hold (libvirt's XML, lxml): C0 controls except
+# TAB, LF and CR; surrogates; U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def parse_text(text: str) -> str:
+    """Text that goes into libvirt's XML (a description): XML 1.0 characters."""
+    bad = _NOT_XML.search(text)
+    if bad:
+        raise SetSyntaxError(text, f"character U+{ord(bad[0]):04X} at position "
+                             f"{bad.start() + 1} cannot be stored in libvirt's XML")
+    return text
+
+
 def parse_line(text: str) -> str:
-    """A one-line string (libvirt names and titles cannot hold line breaks)."""
-    if "\n" in text:
+    """A one-line text (libvirt names and titles cannot hold line breaks)."""
+    if "\n" in text or "\r" in text:
         raise SetSyntaxError(text, "must be on one line (an indented line after it "
                              "continues the value)")
-    return text
+    return parse_text(text)
+
+
+def parse_name(text: str) -> str:
+    """A libvirt domain name: libvirt refuses '/' and line breaks; kvmrt
+    also refuses names that are path components ('.', '..') or have
+    surrounding whitespace, which no domain can be found by reliably."""
+    name = parse_line(text)
+    if "/" in name:
+        raise SetSyntaxError(text, "a libvirt domain name cannot contain '/'")
+    if name in (".", ".."):
+        raise SetSyntaxError(text, "a libvirt domain name cannot be '.' or '..'")
+    if name != name.strip():
+        raise SetSyntaxError(text, "a libvirt domain name cannot start or end with "
+                             "whitespace")
+    return name
 
 
 def parse_int(text: str) -> int:
     t = text.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", t):
         raise SetSyntaxError(text, "not an integer")
-    return int(t)
+    sign = -1 if t[0] == "-" else 1
+    return sign * parse_decimal(t.lstrip("+-"), text)
+
+
+def parse_vcpus(text: str) -> int:
+    """A vCPU count: at most what QEMU accepts (a count below 1 is the
+    validator's ``vcpus-below-one``)."""
+    count = parse_int(text)
+    if count > MAX_VCPUS:
+        raise SetSyntaxError(text, f"{count} vCPUs: QEMU accepts at most {MAX_VCPUS} "
+                             "(q35 machines; libvirt refuses more)")
+    return count
 
 
 def parse_topology(text: str) -> tuple[int, int, int]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3 or not all(re.fullmatch(r"[0-9]+", p) for p in parts):
         raise SetSyntaxError(text, "not S,C,T (sockets,cores,threads) or auto")
-    s, c, t = (int(p) for p in parts)
+    s, c, t = (parse_decimal(p, text) for p in parts)
+    if max(s, c, t) > MAX_VCPUS:
+        raise SetSyntaxError(text, f"each of sockets, cores and threads is at most "
+                             f"{MAX_VCPUS} (QEMU's vCPU limit)")
     return s, c, t
 
 
@@ -99,15 +146,15 @@ class Attribute:
 ATTRIBUTES: dict[str, Attribute] = {
     a.name: a
     for a in (
-        Attribute("name", parse_line, None),
+        Attribute("name", parse_name, None),
         Attribute("title", parse_line, ""),
-        Attribute("description", str, ""),
-        Attribute("nr_vcpus", _or_auto(parse_int), 1),
+        Attribute("description", parse_text, ""),
+        Attribute("nr_vcpus", _or_auto(parse_vcpus), 1),
         Attribute("cpu_topology", _or_auto(parse_topology), AUTO),
         Attribute("cpuset", CpuSpec.parse, CpuSpec()),
         Attribute("rt", parse_bool, False),
         Attribute("rt_memory", _or_auto(parse_bool), AUTO),
-        Attribute("numatune", _or_auto(IdSet.parse), AUTO),
+        Attribute("numatune", _or_auto(IdSet.parse_nodes), AUTO),
         Attribute("hide_kvm", parse_bool, False),
         Attribute("autostart", parse_bool, False),
         Attribute("disabled", parse_bool, False),
@@ -174,9 +221,10 @@ def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[
             vm.raw[entry.key] = entry.value
         except SetSyntaxError as exc:
             vm.invalid.add(entry.key)
-            detail = exc.reason if exc.element.strip() == entry.value.strip() else str(exc)
+            detail = (exc.reason if exc.element.strip() == entry.value.strip()
+                      else f"{shorten(exc.element)}: {exc.reason}")
             problems.append(diag.error(
-                "bad-value", f"bad value {entry.value!r}: {detail}",
+                "bad-value", f"bad value {shorten(entry.value)}: {detail}",
                 attribute=entry.key, line=entry.line, file=file, vms=()))
     if not vm.values.get("name") and "name" not in vm.invalid:
         problems.append(diag.error(

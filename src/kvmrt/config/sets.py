@@ -9,6 +9,15 @@ A CPUSET is parsed in two steps. :meth:`CpuSpec.parse` checks the syntax
 and needs no host; :meth:`CpuSpec.resolve` turns the prefixed elements
 (``nN`` node, ``cN`` core, ``dN`` die, ``pN`` package) and a leading ``~``
 into CPUs of a given host topology.
+
+Every set is bounded before it is expanded, by what its ids can mean on
+any Linux host: CPU ids (and the core, die and package numbers of a
+CPUSET) below ``MAX_CPUS`` (the kernel's largest ``NR_CPUS``, 8192, so
+``nr_cpu_ids`` never exceeds it), NUMA node ids below ``MAX_NODES``
+(``MAX_NUMNODES`` with the largest ``NODES_SHIFT``, 10). A wider set is a
+SetSyntaxError that says so; the host's own CPUs and nodes are checked
+later (:meth:`CpuSpec.resolve`, the validator). Parsing costs time in the
+length of the text, never in the width of a range.
 """
 
 from __future__ import annotations
@@ -23,6 +32,52 @@ if TYPE_CHECKING:  # pragma: no cover
     from kvmrt.host.model import Topology
 
 _INT = re.compile(r"[0-9]+\Z")
+
+MAX_CPUS = 8192  # largest CONFIG_NR_CPUS Linux allows (x86-64 MAXSMP, powerpc)
+MAX_NODES = 1024  # MAX_NUMNODES with the largest CONFIG_NODES_SHIFT (10)
+MAX_DIGITS = 10  # more digits than any id or count kvmrt takes (and int() refuses 4300+)
+
+
+def parse_decimal(token: str, element: str) -> int:
+    """A non-negative decimal number of at most MAX_DIGITS digits."""
+    if not _INT.match(token):
+        raise SetSyntaxError(element, "not a non-negative integer" if token else "empty element")
+    if len(token.lstrip("0")) > MAX_DIGITS:
+        raise SetSyntaxError(element, f"number too large ({len(token)} digits)")
+    return int(token)
+
+
+class _Bound:
+    """The ids one kind of element may name: ``kind`` below ``limit``."""
+
+    def __init__(self, kind: str, limit: int, why: str) -> None:
+        self.kind, self.limit, self.why = kind, limit, why
+
+    def check(self, element: str, hi: int) -> None:
+        if hi >= self.limit:
+            raise SetSyntaxError(element, f"{self.kind} {hi} cannot exist: Linux numbers "
+                                 f"{self.kind}s 0-{self.limit - 1} at most ({self.why})")
+
+
+CPU_BOUND = _Bound("CPU", MAX_CPUS, "NR_CPUS is at most 8192")
+NODE_BOUND = _Bound("NUMA node", MAX_NODES, "MAX_NUMNODES is at most 1024")
+_GROUP_BOUNDS = {
+    "": CPU_BOUND,
+    "n": NODE_BOUND,
+    "c": _Bound("core", MAX_CPUS, "a host has at most 8192 CPUs"),
+    "d": _Bound("die", MAX_CPUS, "a host has at most 8192 CPUs"),
+    "p": _Bound("package", MAX_CPUS, "a host has at most 8192 CPUs"),
+}
+
+
+def _expand(ranges: list[tuple[int, int]]) -> set[int]:
+    """The ids of bounded ranges, each id visited once however they overlap."""
+    ids: set[int] = set()
+    top = -1
+    for lo, hi in sorted(ranges):
+        ids.update(range(max(lo, top + 1), hi + 1))
+        top = max(top, hi)
+    return ids
 
 
 def format_ids(ids: Iterable[int], prefix: str = "") -> str:
@@ -47,12 +102,6 @@ def _run(run: list[int], prefix: str) -> str:
     return f"{prefix}{run[0]}-{run[-1]}"
 
 
-def _parse_int(token: str, element: str) -> int:
-    if not _INT.match(token):
-        raise SetSyntaxError(element, "not a non-negative integer" if token else "empty element")
-    return int(token)
-
-
 def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]:
     """Parse ``A``, ``A-B``, ``xA`` or ``xA-B``/``xA-xB``; return (prefix, lo, hi)."""
     prefix = ""
@@ -71,8 +120,8 @@ def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]
         hi_s = hi_s[1:].strip()
     elif dash and prefix and hi_s[:1].isalpha():
         raise SetSyntaxError(element, "a range must not mix prefixes")
-    lo = _parse_int(lo_s.strip(), element)
-    hi = _parse_int(hi_s.strip(), element) if dash else lo
+    lo = parse_decimal(lo_s.strip(), element)
+    hi = parse_decimal(hi_s.strip(), element) if dash else lo
     if hi < lo:
         raise SetSyntaxError(element, f"range end {hi} is below its start {lo}")
     return prefix, lo, hi
@@ -82,8 +131,9 @@ class IdSet(frozenset):
     """A set of non-negative integers written ``0,2,4-7``; empty is allowed."""
 
     @classmethod
-    def parse(cls, text: str) -> "IdSet":
-        ids: set[int] = set()
+    def parse(cls, text: str, bound: _Bound = CPU_BOUND) -> "IdSet":
+        """Parse ``text``; ids must lie below ``bound`` (CPU ids by default)."""
+        ranges: list[tuple[int, int]] = []
         text = text.strip()
         if not text:
             return cls()
@@ -92,8 +142,14 @@ class IdSet(frozenset):
             if not element:
                 raise SetSyntaxError(raw, "empty element (stray comma?)")
             _, lo, hi = _parse_range(element)
-            ids.update(range(lo, hi + 1))
-        return cls(ids)
+            bound.check(element, hi)
+            ranges.append((lo, hi))
+        return cls(_expand(ranges))
+
+    @classmethod
+    def parse_nodes(cls, text: str) -> "IdSet":
+        """An ID-set of NUMA nodes (numatune)."""
+        return cls.parse(text, NODE_BOUND)
 
     def __str__(self) -> str:
         return format_ids(self)
@@ -124,7 +180,7 @@ class CpuSpec:
             text = text[1:].strip()
             if not text:
                 raise SetSyntaxError("~", "complement of nothing")
-        found: dict[str, set[int]] = {}
+        found: dict[str, list[tuple[int, int]]] = {}
         if text:
             for raw in text.split(","):
                 element = raw.strip()
@@ -135,9 +191,10 @@ class CpuSpec:
                         element, "unknown prefix (use n=node, c=core, d=die, p=package)"
                     )
                 prefix, lo, hi = _parse_range(element, "".join(PREFIXES))
-                found.setdefault(prefix, set()).update(range(lo, hi + 1))
+                _GROUP_BOUNDS[prefix].check(element, hi)
+                found.setdefault(prefix, []).append((lo, hi))
         order = ["", *PREFIXES]
-        groups = tuple((p, frozenset(found[p])) for p in order if p in found)
+        groups = tuple((p, frozenset(_expand(found[p]))) for p in order if p in found)
         return cls(groups, complement)
 
     @classmethod

@@ -45,8 +45,9 @@ def read_qemu_status(fs: HostFS, domain_name: str) -> QemuStatus | None:
 
     Raises :class:`HostReadError` naming the file when it does not parse.
     """
-    if "/" in domain_name or domain_name in ("", ".", ".."):
-        raise ValueError(f"not a libvirt domain name: {domain_name!r}")
+    if not isinstance(domain_name, str) or "/" in domain_name or domain_name in ("", ".", ".."):
+        raise HostReadError(STATUS_DIR, f"{domain_name!r} is not a libvirt domain name; "
+                            "no status file is built from it (fix the VM's name)")
     rel = f"{STATUS_DIR}/{domain_name}.xml"
     with host_read_errors():
         text = fs.read(rel, default=None)
