@@ -18,6 +18,7 @@ from kvmrt.tuning import engine, watcher
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 @common.all_option
 @click.option("--clean", is_flag=True,
               help="Tolerate no error: if any VM of the config runs, start nothing (exit 1).")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import click
 
+from kvmrt import lockfile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config
 from kvmrt.errors import KvmrtError
 from kvmrt.host import HostFS, read_host
@@ -56,6 +57,18 @@ connect_option = click.option(
     "-c", "--connect", "uri", default=None, metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
 vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...")
+
+
+def _set_wait(ctx: click.Context, _param: click.Parameter, seconds: float) -> float:
+    lockfile.set_wait(seconds, notify=lambda line: click.echo(
+        f"{ctx.command_path}: {line}", err=True))
+    return seconds
+
+
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), default=lockfile.DEFAULT_WAIT, show_default=True,
+    metavar="SECONDS", expose_value=False, callback=_set_wait,
+    help="Wait up to SECONDS for a lock another kvmrt command holds; 0: do not wait.")
 
 
 def require_root() -> None:
