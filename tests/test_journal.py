@@ -388,3 +388,33 @@ def test_the_watcher_binds_nothing_for_a_vm_released_while_it_waited(tr):
     assert outcome == [(0, True)]             # skipped its round: the lock was held
     assert watcher.watch_once(fs, Journal.for_host(fs)) == (0, False)
     assert irq.read_text() == original
+
+
+# --- as a user runs the tools -------------------------------------------------
+
+
+def test_boot_with_wait_0_names_the_holder_and_changes_nothing(make_host):
+    from test_boot_cli import kvmrt
+    root = make_host(hostgen.threadripper_5975wx())
+    before = tree(root)
+    holder = child(HOLD_LOCK.replace("journal.forget_vm", "pass  #"), root)
+    try:
+        reads(holder, "locked\n")
+        proc = kvmrt(root, "kvmrt-boot", "--wait", "0", check=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = root / "run/kvmrt/lock"
+    assert proc.stderr.startswith(f"kvmrt-boot: {lock}: locked by pid {holder.pid} (")
+    assert "not waiting (--wait 0)" in proc.stderr and proc.stderr.count("\n") == 1
+    assert changed(before, tree(root)) == []
+
+
+def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
+    from test_boot_cli import kvmrt
+    root = make_host(hostgen.threadripper_5975wx())
+    (root / "run/kvmrt").mkdir(parents=True)
+    os.mkfifo(root / "run/kvmrt/journal.jsonl")
+    proc = kvmrt(root, "kvmrt-stat", check=1)
+    assert proc.stderr == (f"kvmrt-stat: journal {root}/run/kvmrt/journal.jsonl: not a "
+                           "regular file; kvmrt writes only regular files there: remove it\n")
