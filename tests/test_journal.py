@@ -418,3 +418,38 @@ def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
     proc = kvmrt(root, "kvmrt-stat", check=1)
     assert proc.stderr == (f"kvmrt-stat: journal {root}/run/kvmrt/journal.jsonl: not a "
                            "regular file; kvmrt writes only regular files there: remove it\n")
+
+
+BOOT_SHUTDOWN_LOOP = """\
+    from test_tuning import rt_vm
+    from kvmrt.host import HostFS
+    from kvmrt.tuning import engine
+    fs, vm = HostFS(root), rt_vm(root)
+    print("go", flush=True)
+    while True:
+        engine.tune(fs, vm)
+        engine.release(fs, [vm.uuid])
+    """
+
+
+def test_sigkill_harness_recovery_restores_exactly(tr):
+    """Kill harness (fixed seed, bounded in time): a process that tunes and
+    releases an rt VM in a loop is SIGKILLed at random moments; each time
+    the next command's recovery puts the host back byte for byte."""
+    import random
+    rng = random.Random(7)
+    fs, before = HostFS(tr), tree(tr)
+    kills = inexact = 0
+    deadline = time.monotonic() + 45
+    while kills < 20 and time.monotonic() < deadline:
+        loop = child(BOOT_SHUTDOWN_LOOP, tr)
+        reads(loop, "go\n")
+        time.sleep(rng.uniform(0, 1.5))
+        loop.kill()
+        loop.wait()
+        kills += 1
+        engine.recover(fs, running=set())
+        inexact += bool(changed(before, tree(tr)))
+        assert not Journal.for_host(fs).path.exists()
+    print(f"kill harness: {kills} kills, {inexact} states not restored exactly")
+    assert kills >= 5 and inexact == 0
