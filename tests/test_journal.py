@@ -467,3 +467,14 @@ def test_sigkill_harness_recovery_restores_exactly(tr):
     print(f"kill harness: {kills} kills, {inexact} states not restored exactly, "
           f"{torn} fixture files torn")
     assert kills >= 5 and inexact == 0
+
+
+def test_a_journal_left_empty_by_a_kill_before_its_removal_is_removed(tr):
+    fs = HostFS(tr)
+    engine.tune(fs, rt_vm(tr))
+    engine.release(fs, [rt_vm(tr).uuid])
+    journal = Journal.for_host(fs)
+    journal.forget_vm(rt_vm(tr).uuid)        # the state a kill before compact() leaves
+    assert journal.load().empty and journal.path.exists()
+    engine.recover(fs, running=set())
+    assert not journal.path.exists()

@@ -95,6 +95,8 @@ def recover(fs: HostFS, running: set[str], *, dry_run: bool = False) -> Result:
         state = journal.load()
         gone = {u for u in state.vms if u not in running and not state.booting(u)}
         if not gone and (state.vms or not state.baseline):
+            if state.empty and not dry_run:
+                journal.compact()     # killed between its last line and removing it
             return Result()
         return _release(fs, journal, state, gone, dry_run=dry_run)
 
