@@ -643,7 +643,9 @@ def test_lock_held_by_another_process_times_out(tmp_path, holder):
         with locked(tmp_path / "kvmrt.cfg", timeout=0.3):
             pytest.fail("got a lock that another process holds")
     assert time.monotonic() - start >= 0.3
-    assert info.value.reason == f"locked by another kvmrt process (pid {holder.pid})"
+    # who holds it: pid and command line, as package managers say
+    assert info.value.reason.startswith(f"locked by pid {holder.pid} (-c import sys ")
+    assert "gave up after 0.3 s" in info.value.reason and "--wait SECONDS" in info.value.reason
 
 
 def test_lock_try_once(tmp_path, holder):
@@ -727,3 +729,90 @@ def test_format_writes_any_text_so_that_it_reads_back(value):
     sections, problems = parse(format([("a", [("k", value)])]))
     assert problems == []
     assert plain(sections) == [("a", [("k", value)])]
+
+
+def test_waiting_is_bounded_by_the_process_wait_and_says_for_whom(tmp_path, holder):
+    """Without a timeout of its own, locked() waits as long as the command's
+    --wait says (kvmrt.lockfile.set_wait), and says once whom it waits for."""
+    script = textwrap.dedent(f"""\
+        from kvmrt import lockfile
+        from kvmrt.config.inifile import locked
+        from kvmrt.errors import ConfigFileError
+        lockfile.set_wait(0.5, notify=print)
+        try:
+            with locked({str(tmp_path / "kvmrt.cfg")!r}):
+                print("locked")
+        except ConfigFileError as exc:
+            print(exc.reason)
+        """)
+    start = time.monotonic()
+    result = run_child(script)
+    assert 0.5 <= time.monotonic() - start < 30
+    waiting, gave_up = result.stdout.splitlines()
+    assert waiting.startswith(f"waiting up to 0.5 s for {tmp_path}/.kvmrt.cfg.lock, "
+                              f"locked by pid {holder.pid} (")
+    assert gave_up.startswith(f"locked by pid {holder.pid} (") and "after 0.5 s" in gave_up
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_lock_removes_the_copies_of_killed_writers_only(tmp_path):
+    path = tmp_path / "kvmrt.cfg"
+    path.write_text("old\n")
+    dead = f".kvmrt.cfg.{dead_pid()}.abcd1234"          # its writer is gone
+    legacy = ".kvmrt.cfg.x7k2_q9z"                     # kvmrt before PIDs in names
+    alive = f".kvmrt.cfg.{os.getpid()}.abcd1234"        # a writer that still runs
+    others = [".kvmrt.cfg.swp", ".kvmrt.cfg.orig", "kvmrt.cfg.x7k2_q9z"]
+    for name in [dead, legacy, alive, *others]:
+        (tmp_path / name).write_text("copy\n")
+    with locked(path):
+        pass
+    assert listing(tmp_path) == sorted([".kvmrt.cfg.lock", "kvmrt.cfg", alive, *others])
+
+
+WRITER = """\
+import sys
+from kvmrt.config.inifile import locked, write_atomic
+n = 0
+print("go", flush=True)
+while True:
+    n += 1
+    with locked(sys.argv[1]):
+        write_atomic(sys.argv[1], (f"# {n}\\n" + "x = " + "y" * 4000 + "\\n") * 4000)
+"""
+
+
+def test_sigkill_during_writes_leaves_the_old_or_new_file_and_no_lax_copy(tmp_path):
+    """Kill harness: a writer rewriting a 0640 config in a loop is killed at
+    random moments. The config is always one whole version; a copy it leaves
+    has the config's mode (never 0600 then 0640, nor 0644), and the next
+    lock removes it."""
+    import random
+    rng = random.Random(11)
+    path = tmp_path / "kvmrt.cfg"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    left, deadline = 0, time.monotonic() + 20
+    for _ in range(25):
+        if time.monotonic() > deadline:
+            break
+        child = start_child(WRITER, path)
+        assert next_line(child, 30) == "go\n"
+        time.sleep(rng.uniform(0, 0.2))
+        child.kill()
+        child.wait()
+        text = path.read_text()
+        assert text == "old\n" or (text.startswith("# ") and len(text.splitlines()) == 8000)
+        copies = [p for p in tmp_path.iterdir() if p.name.startswith(".kvmrt.cfg.")
+                  and p.name != ".kvmrt.cfg.lock"]
+        left += len(copies)
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in copies)
+        with locked(path, timeout=5):
+            pass
+        assert listing(tmp_path) == [".kvmrt.cfg.lock", "kvmrt.cfg"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    print(f"kill harness: {left} copies left by killed writers, all removed")

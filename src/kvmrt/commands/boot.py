@@ -18,6 +18,7 @@ from kvmrt.tuning import engine, watcher
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 @click.option("--all", "every", is_flag=True,
               help="Boot every enabled VM, whether or not it has autostart "
                    "(disabled VMs are never booted).")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from kvmrt import diagnostics as diag
+from kvmrt import lockfile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config
 from kvmrt.errors import KvmrtError
 from kvmrt.host import HostFS, read_host
@@ -71,6 +72,18 @@ def complete_vms(ctx: click.Context, _param: click.Parameter,
 
 
 vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...", shell_complete=complete_vms)
+
+
+def _set_wait(ctx: click.Context, _param: click.Parameter, seconds: float) -> float:
+    lockfile.set_wait(seconds, notify=lambda line: click.echo(
+        f"{ctx.command_path}: {line}", err=True))
+    return seconds
+
+
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), default=lockfile.DEFAULT_WAIT, show_default=True,
+    metavar="SECONDS", expose_value=False, callback=_set_wait,
+    help="Wait up to SECONDS for a lock another kvmrt command holds; 0: do not wait.")
 
 
 def require_root() -> None:

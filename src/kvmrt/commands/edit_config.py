@@ -33,6 +33,7 @@ from kvmrt.validate import validate
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 def main(path: str | None, uri: str | None) -> None:
     """Open the config in $VISUAL or $EDITOR (default vi) on a copy; on save
     validate it; on errors show them and offer to edit again or quit

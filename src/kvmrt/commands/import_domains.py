@@ -17,6 +17,7 @@ from kvmrt.libvirt_sync.sync import NoSuchDomain
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 @click.option("-u", "--update", is_flag=True,
               help="Update VMs already in the config from libvirt.")
 @click.argument("names", nargs=-1, metavar="[DOMAIN]...")

@@ -17,6 +17,7 @@ from kvmrt.tuning import engine
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 @common.all_option
 @click.option("-v", "--verbose", is_flag=True,
               help="Shut VMs down one after another, with progress lines.")

@@ -17,6 +17,7 @@ from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
 @common.command
 @common.file_option
 @common.connect_option
+@common.wait_option
 @common.all_option
 @click.option("-r", "--reverse", is_flag=True,
               help="Take name, title, description, pinning, vCPUs, topology, numatune, "

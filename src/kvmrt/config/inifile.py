@@ -68,26 +68,28 @@ same text back, byte for byte.
 
 WRITING AND LOCKING
 
-:func:`write_atomic` writes ``.NAME.XXXXXXXX`` beside the file and renames
-it over the file: readers see the old or the new file, never a mix. A
-symbolic link is followed and survives; mode and owner are kept (a new file
-gets 0644). :func:`locked` serialises read-modify-write cycles with
-``flock`` on ``.NAME.lock`` beside the file (mode 0600, left in place,
-holding the pid of the last holder).
+:func:`write_atomic` writes ``.NAME.PID.XXXXXXXX`` (with the file's mode
+and owner from the start) beside the file and renames it over the file:
+readers see the old or the new file, never a mix. A symbolic link is
+followed and survives; mode and owner are kept (a new file gets 0644).
+:func:`locked` serialises read-modify-write cycles with ``flock`` on
+``.NAME.lock`` beside the file (mode 0600, left in place, holding the pid
+of the last holder); a held lock is waited for as :mod:`kvmrt.lockfile`
+says, and under it the copies of killed writers are removed.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
-import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from kvmrt import lockfile
 from kvmrt.errors import ConfigFileError, IniFormatError
 
 _INDENT = (" ", "\t")
@@ -415,17 +417,22 @@ def _existing_meta(name: str, target: str) -> tuple[int, int, int]:
     return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
 
-def _fill(fd: int, data: bytes, meta: tuple[int, int, int]) -> None:
-    """Write, set owner and mode, fsync, close."""
+def _set_meta(fd: int, meta: tuple[int, int, int]) -> None:
+    """Give the new file the config's owner and mode before any byte of it
+    is written, so that no copy is ever more readable than the config."""
+    mode, uid, gid = meta
+    st = os.fstat(fd)
+    if (uid, gid) != (-1, -1) and (uid, gid) != (st.st_uid, st.st_gid):
+        os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)  # after fchown, which may clear set-id bits
+
+
+def _fill(fd: int, data: bytes) -> None:
+    """Write all of ``data``, fsync, close."""
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        mode, uid, gid = meta
-        st = os.fstat(fd)
-        if (uid, gid) != (-1, -1) and (uid, gid) != (st.st_uid, st.st_gid):
-            os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)  # after fchown, which may clear set-id bits
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -447,8 +454,11 @@ def _sync_directory(name: str, directory: str) -> None:
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace the file's content with ``text`` (UTF-8) in one step.
 
+    The new content goes to ``.NAME.PID.XXXXXXXX`` beside the file (with the
+    file's mode and owner from the start), which is renamed over the file.
     On failure the original file is untouched, no temporary file is left,
-    and ConfigFileError is raised.
+    and ConfigFileError is raised; one left by a writer that was killed is
+    removed by the next :func:`locked`.
     """
     name = os.fsdecode(path)
     try:
@@ -460,12 +470,17 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     directory, base = os.path.split(target)
     meta = _existing_meta(name, target)
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{base}.", dir=directory)
+        fd, temp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", dir=directory)
     except OSError as exc:
         raise ConfigFileError(name, f"cannot create a temporary file in "
                               f"{directory}: {_reason(exc)}") from exc
     try:
-        _fill(fd, data, meta)
+        try:
+            _set_meta(fd, meta)
+        except BaseException:
+            os.close(fd)
+            raise
+        _fill(fd, data)
         os.replace(temp, target)
     except BaseException as exc:
         with suppress(FileNotFoundError):
@@ -476,34 +491,38 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     _sync_directory(name, directory)
 
 
-def _holder(fd: int) -> str:
-    pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return f" (pid {pid})" if pid.isdigit() else ""
+def _stale_copies(directory: str, base: str) -> Iterator[str]:
+    """Temporary copies of :func:`write_atomic` whose writer is dead: one
+    named with a PID that no longer runs, or one of a kvmrt that did not
+    name them so (``.NAME.XXXXXXXX``), which only a killed writer leaves
+    behind, since writers hold the lock."""
+    pattern = re.compile(re.escape(f".{base}.") + r"(?:(\d+)\.)?[a-z0-9_]{8}")
+    for entry in os.scandir(directory):
+        found = pattern.fullmatch(entry.name)
+        if (found and entry.is_file(follow_symlinks=False)
+                and not (found[1] and lockfile.pid_alive(int(found[1])))):
+            yield entry.path
 
 
-def _acquire(name: str, fd: int, timeout: float | None) -> None:
-    if timeout is None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise ConfigFileError(
-                    name, f"locked by another kvmrt process{_holder(fd)}") from None
-            time.sleep(0.05)
+def _remove_stale_copies(name: str, directory: str, base: str) -> None:
+    try:
+        for path in _stale_copies(directory, base):
+            with suppress(FileNotFoundError):
+                os.unlink(path)
+    except OSError as exc:
+        raise ConfigFileError(name, f"cannot remove a stale temporary copy in "
+                              f"{directory}: {_reason(exc)}") from exc
 
 
 @contextmanager
 def locked(path: str | os.PathLike, *, timeout: float | None = None) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of the config file.
 
-    Waits for a lock held by another process; with ``timeout`` (seconds,
-    0 = try once) raises ConfigFileError "locked by another kvmrt process"
-    instead. The lock file is not inherited by child processes.
+    A lock held by another process is waited for up to ``timeout`` seconds
+    (0 = try once; None = as long as the command's ``--wait`` says, see
+    :mod:`kvmrt.lockfile`); then ConfigFileError names the holder. Under the
+    lock, temporary copies that killed writers left are removed. The lock
+    file is not inherited by child processes.
     """
     name = os.fsdecode(path)
     directory, base = os.path.split(os.path.realpath(path))
@@ -516,11 +535,12 @@ def locked(path: str | os.PathLike, *, timeout: float | None = None) -> Iterator
                               f"{_reason(exc)}") from exc
     try:
         try:
-            _acquire(name, fd, timeout)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            lockfile.acquire(fd, lock_path, wait=timeout)
+        except lockfile.LockBusy as exc:
+            raise ConfigFileError(name, exc.reason) from None
         except OSError as exc:
             raise ConfigFileError(name, f"cannot lock {lock_path}: {_reason(exc)}") from exc
+        _remove_stale_copies(name, directory, base)
         yield
     finally:
         os.close(fd)

@@ -8,7 +8,12 @@ shutdown and crash recovery are made of.
 - :func:`recover` releases VMs the journal lists but that no longer run
   (kvmrt was killed, a VM stopped behind kvmrt's back).
 
-All take the journal's lock, so two kvmrt commands never interleave.
+All take the journal's lock, so two kvmrt commands never interleave. The
+journal records which process tuned a VM: while that process runs (a
+``kvmrt-boot`` between tuning a VM and starting its domain), recovery by
+another command leaves the VM alone. A value that could not be put back
+keeps its VM in the journal, so that every later command tries again and
+``kvmrt-stat`` reports it until it is back.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from kvmrt.host import cgroups, irqs, qemu, tasks
 from kvmrt.host.fs import HostFS
 from kvmrt.host.topology import read_topology
+from kvmrt.lockfile import Process
 from kvmrt.tuning.apply import Applied, apply
 from kvmrt.tuning.journal import Journal, JournalState
 from kvmrt.tuning.model import Action, Snapshot, TunedVm
@@ -59,7 +65,7 @@ def tune(fs: HostFS, vm: TunedVm, *, dry_run: bool = False) -> Result:
         before = list(state.vms.values())
         after = [v for v in before if v.uuid != vm.uuid] + [vm]
         if not dry_run:
-            journal.record_vm(vm)   # first, so a crash from here on is recovered
+            journal.record_vm(vm, Process.current())   # first: a crash from here on is recovered
         return _run(fs, journal, state, before, after, restore=False, dry_run=dry_run)
 
 
@@ -87,8 +93,10 @@ def recover(fs: HostFS, running: set[str], *, dry_run: bool = False) -> Result:
     journal = Journal.for_host(fs)
     with journal.locked(dry_run=dry_run):
         state = journal.load()
-        gone = {u for u in state.vms if u not in running}
+        gone = {u for u in state.vms if u not in running and not state.booting(u)}
         if not gone and (state.vms or not state.baseline):
+            if state.empty and not dry_run:
+                journal.compact()     # killed between its last line and removing it
             return Result()
         return _release(fs, journal, state, gone, dry_run=dry_run)
 
@@ -98,7 +106,9 @@ def _release(fs, journal: Journal, state: JournalState, uuids: set[str], *,
     before = list(state.vms.values())
     after = [v for v in before if v.uuid not in uuids]
     result = _run(fs, journal, state, before, after, restore=True, dry_run=dry_run)
-    if not dry_run:
+    if not dry_run and not (result.refused or result.failed):
+        # Only when all is back: a VM still journaled is released again by
+        # the next command, which retries what the kernel refused.
         for uuid in uuids & state.vms.keys():
             journal.forget_vm(uuid)
         journal.compact()

@@ -4,10 +4,11 @@ vfio vectors (``vfio-msix[N](BDF)``, ``vfio-msi[N](BDF)``, ``vfio-intx(BDF)``
 in /proc/interrupts) appear only when the guest driver enables them and
 come back after a device reset, so a one-time write at boot is not enough.
 ``kvmrt-boot`` starts this watcher in the background (one per host, guarded
-by a lock in the state directory, its PID in ``watcher.pid`` there); every
-half second it binds any such IRQ
-of a tuned VM's devices to the VM's IRQ CPU, journaling the old value
-first. It exits when no tuned VM with passthrough devices runs any more.
+by a lock in the state directory, its PID in ``watcher.pid`` there, mode
+0644); every half second, under the journal's lock, it binds any such IRQ
+of a device of a VM the journal holds to the VM's IRQ CPU, journaling the
+old value first. It exits when no tuned VM with passthrough devices runs
+any more.
 
 Run by hand for debugging: ``python -m kvmrt.tuning.watcher [--once]``.
 """
@@ -24,36 +25,48 @@ from kvmrt.config.sets import PciAddress
 from kvmrt.errors import KvmrtError
 from kvmrt.host import irqs, qemu
 from kvmrt.host.fs import HostFS
-from kvmrt.tuning.journal import Journal
+from kvmrt.lockfile import LockBusy
+from kvmrt.tuning.journal import Journal, JournalState
 from kvmrt.tuning.model import Action
 
 INTERVAL = 0.5
+WATCHER_LOCK = "watcher.lock"
+PIDFILE = "watcher.pid"
 
 
-def assignments(fs: HostFS, journal: Journal) -> dict[PciAddress, int]:
+def assignments(fs: HostFS, state: JournalState) -> dict[PciAddress, int]:
     """Device -> IRQ CPU for every tuned VM with passthrough devices that
     still runs (libvirt's status file names a live QEMU)."""
-    state = journal.load()
     return {PciAddress.parse(a): vm.irq_cpu for vm in state.vms.values()
             if vm.irq_cpu is not None and qemu.read_qemu_status(fs, vm.name) is not None
             for a in vm.pcidevs}
 
 
 def watch_once(fs: HostFS, journal: Journal) -> tuple[int, bool]:
-    """Bind stray vfio IRQs; return (how many were moved, whether to go on)."""
-    wanted = assignments(fs, journal)
-    if not wanted:
-        return 0, False
+    """Bind stray vfio IRQs; return (how many were moved, whether to go on).
+
+    Decided and done under the journal's lock, against the VMs the journal
+    holds then: never for a VM a shutdown has just released. When a kvmrt
+    command holds the lock, this round is skipped (the watcher never makes
+    a command wait)."""
+    try:
+        with journal.locked(wait=0):
+            state = journal.load()
+            wanted = assignments(fs, state)
+            if not wanted:
+                return 0, False
+            todo = _stray(fs, wanted)
+            return sum(_bind(fs, journal, state.baseline, irq, cpu) for irq, cpu in todo), True
+    except LockBusy:
+        return 0, True
+
+
+def _stray(fs: HostFS, wanted: dict[PciAddress, int]) -> list[tuple[irqs.Irq, int]]:
     stray = [(irq, wanted[device]) for device, numbers in irqs.vfio_irqs(fs).items()
              if device in wanted for irq in numbers]
     current = {i.number: i for i in irqs.read_irqs(fs)} if stray else {}
-    todo = [(current[irq], cpu) for irq, cpu in stray
+    return [(current[irq], cpu) for irq, cpu in stray
             if irq in current and current[irq].affinity != {cpu}]
-    if not todo:
-        return 0, True
-    with journal.locked():     # not while boot or shutdown plan and write
-        baseline = journal.load().baseline
-        return sum(_bind(fs, journal, baseline, irq, cpu) for irq, cpu in todo), True
 
 
 def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: irqs.Irq, cpu: int) -> int:
@@ -70,18 +83,27 @@ def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: irqs.Irq, cpu: int)
 
 def run(fs: HostFS, *, once: bool = False) -> None:
     journal = Journal.for_host(fs)
-    journal.ensure_dir()
-    with open(journal.dir / "watcher.lock", "a") as lock:
+    fd = journal.open_file(WATCHER_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # another watcher runs
-        pidfile = journal.dir / "watcher.pid"
-        pidfile.write_text(f"{os.getpid()}\n")
+        _write_pid(journal)
         try:
             _loop(fs, journal, once=once)
         finally:
-            pidfile.unlink(missing_ok=True)
+            journal.remove_file(PIDFILE)
+    finally:
+        os.close(fd)
+
+
+def _write_pid(journal: Journal) -> None:
+    fd = journal.open_file(PIDFILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _loop(fs: HostFS, journal: Journal, *, once: bool) -> None:
@@ -99,13 +121,13 @@ def start_background(fs: HostFS, *, wait: float = 2.0) -> int | None:
     subprocess.Popen([sys.executable, "-m", "kvmrt.tuning.watcher"], env=env,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    pidfile = Journal.for_host(fs).dir / "watcher.pid"
+    journal = Journal.for_host(fs)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            return int(pidfile.read_text())
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.05)
+        text = (journal.read_file(PIDFILE) or b"").strip()
+        if text.isdigit():
+            return int(text)
+        time.sleep(0.05)
     return None
 
 
