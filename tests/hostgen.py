@@ -90,6 +90,7 @@ class TaskSpec:
     last_cpu: int | None = None
     starttime: int | None = None
     state: str = "S"
+    worker: bool = False     # the kernel's thread in a user process (PF_USER_WORKER)
 
     @property
     def thread_id(self) -> int:
@@ -114,6 +115,11 @@ class IrqSpec:
     effective_file: bool = True
 
 
+# Threads the kernel runs inside QEMU (PF_USER_WORKER, Linux 6.13+): KVM's
+# NX huge page recovery, and one vhost worker per vhost device (vhost-PID).
+KERNEL_WORKERS = ("kvm-nx-lpage-re",)
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """A running libvirt QEMU domain: ``run/libvirt/qemu/NAME.{pid,xml}`` and
@@ -135,7 +141,7 @@ class DomainSpec:
         names = [self.comm, self.comm]
         names += [f"IO iothread{i}" for i in range(1, self.iothreads + 1)]
         names += ["IO mon_iothread"] + [f"CPU {n}/KVM" for n in range(self.vcpus)]
-        names += ["kvm-nx-lpage-re"]
+        names += list(KERNEL_WORKERS) + [f"vhost-{self.pid}"]
         return [(self.pid + i, name) for i, name in enumerate(names)]
 
     def vcpu_tids(self) -> dict[int, int]:
@@ -436,6 +442,7 @@ def write_pci_device(tree: Tree, spec: HostSpec, dev: PciSpec) -> None:
 PF_KTHREAD = 0x00200000
 PF_NO_SETAFFINITY = 0x04000000
 PF_WQ_WORKER = 0x00000020
+PF_USER_WORKER = 0x00004000
 KTHREAD_FLAGS = 0x00208040  # PF_KTHREAD|PF_NOFREEZE|PF_FORKNOEXEC, as kthreadd shows
 PROCESS_FLAGS = 0x00400100  # PF_RANDOMIZE|PF_SUPERPRIV: a process after exec
 THREAD_FLAGS = 0x00400040  # PF_RANDOMIZE|PF_FORKNOEXEC: a thread it started
@@ -469,7 +476,8 @@ def standard_tasks(spec: HostSpec) -> tuple[TaskSpec, ...]:
 
 def domain_tasks(dom: DomainSpec) -> list[TaskSpec]:
     """QEMU's threads for a running domain."""
-    return [TaskSpec(dom.pid, comm, tid=tid, affinity=dom.affinity)
+    return [TaskSpec(dom.pid, comm, tid=tid, affinity=dom.affinity,
+                     worker=comm in KERNEL_WORKERS or comm.startswith("vhost-"))
             for tid, comm in dom.threads()]
 
 
@@ -500,6 +508,8 @@ def write_task(tree: Tree, spec: HostSpec, task: TaskSpec, nthreads: int) -> Non
 
 def task_flags(task: TaskSpec) -> int:
     """``flags`` as the kernel shows them (ksoftirqd/1: 0x4208040)."""
+    if task.worker:
+        return THREAD_FLAGS | PF_USER_WORKER
     if not task.kernel:
         return PROCESS_FLAGS if task.thread_id == task.pid else THREAD_FLAGS
     worker = PF_WQ_WORKER if task.comm.startswith("kworker/") else 0
@@ -739,6 +749,24 @@ def write_domains(tree: Tree, spec: HostSpec) -> None:
         tree.mkdir(base)
         (tree.root / base / f"{dom.name}.pid").write_text(str(dom.pid))
         tree.write(f"{base}/{dom.name}.xml", domain_status_xml(dom, index))
+        (tree.mkdir(f"proc/{dom.pid}") / "cmdline").write_bytes(qemu_cmdline(dom))
+
+
+def qemu_cmdline(dom: DomainSpec) -> bytes:
+    """``/proc/PID/cmdline`` of QEMU as libvirt starts it (shortened)."""
+    args = ["/usr/bin/qemu-system-x86_64", "-name", f"guest={dom.name},debug-threads=on",
+            "-S", "-machine", "pc-q35-7.2,usb=off", "-m", "64", "-smp", str(dom.vcpus),
+            "-uuid", dom.uuid, "-no-user-config", "-nodefaults"]
+    return b"".join(a.encode() + b"\0" for a in args)
+
+
+def hide_status_file(root: Path, name: str) -> None:
+    """libvirt's status file as an ordinary user meets it (mode 0600, root's):
+    a link to a file that refuses even root's read with EACCES (a
+    write-only sysctl), as a fixture read as root cannot otherwise show."""
+    path = Path(root) / f"run/libvirt/qemu/{name}.xml"
+    path.unlink()
+    os.symlink("/proc/sys/vm/drop_caches", path)
 
 
 def domain_status_xml(dom: DomainSpec, index: int) -> str:

@@ -106,8 +106,10 @@ def test_read_tasks_of_given_pids_skips_vanished_ones(threadripper: Path) -> Non
     found = tasks.read_tasks(fs, [hostgen.REDHAWK_RT.pid, 99999])
     assert [t.comm for t in found] == ["qemu-system-x86", "qemu-system-x86", "IO mon_iothread",
                                        "CPU 0/KVM", "CPU 1/KVM", "CPU 2/KVM", "CPU 3/KVM",
-                                       "kvm-nx-lpage-re"]
+                                       "kvm-nx-lpage-re", f"vhost-{hostgen.REDHAWK_RT.pid}"]
     assert {t.pid for t in found} == {hostgen.REDHAWK_RT.pid}
+    # The kernel's threads in QEMU: PF_USER_WORKER, not PF_KTHREAD.
+    assert [t for t in found if t.worker] == found[-2:] and not any(t.kernel for t in found)
 
 
 def test_read_tasks_without_proc_is_a_host_read_error(make_host) -> None:

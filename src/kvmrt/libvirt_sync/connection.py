@@ -45,11 +45,12 @@ def default_uri() -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
 
 
-def connect(uri: str | None = None) -> libvirt.virConnect:
-    """Open a read-write connection to ``uri`` (libvirt's default when None)."""
+def connect(uri: str | None = None, *, read_only: bool = False) -> libvirt.virConnect:
+    """Open a read-write (or read-only: any user may) connection to ``uri``
+    (libvirt's default when None)."""
     target = uri or default_uri()
     try:
-        return libvirt.open(target)
+        return libvirt.openReadOnly(target) if read_only else libvirt.open(target)
     except libvirt.libvirtError as exc:
         raise LibvirtUnreachable(target, _first_line(exc), _hint(exc)) from exc
 
