@@ -135,3 +135,23 @@ def test_stat_says_when_what_runs_differs_from_the_config(booted):
         "(kvmrt-shutdown RedHawk-8.4-RT, then kvmrt-boot RedHawk-8.4-RT)"]
     text = kvmrt(booted, "kvmrt-stat", "RedHawk-8.4-RT").stdout
     assert "    config: runs 4 vCPUs, the config has 15" in text
+
+
+def test_pins_that_differ_from_the_config_say_what_applies_them(host):
+    """What libvirt runs (its Runtime) against the placement: pins and the
+    shielded CPUs apply with kvmrt-boot on the running VM."""
+    from kvmrt.libvirt_sync.domains import Runtime
+    from kvmrt.status import pending
+    from kvmrt.tuning.model import TunedVm
+    p = place(load_config(str(EXAMPLE)).vms[0], read_host(HostFS(host)).topology)
+    pins = tuple(p.vcpu_cpus)
+    same = Runtime(vcpus=15, vcpu_pins=pins, emulator_pin=p.emulator_cpus, iothread_pins={})
+    assert pending(p, same, TunedVm.of(p)) == []
+    moved = dataclasses.replace(same, vcpu_pins=(frozenset({30}),) + pins[1:],
+                                emulator_pin=frozenset({31}))
+    old = dataclasses.replace(TunedVm.of(p), shielded=frozenset(range(8, 16)))
+    assert pending(p, moved, old) == [
+        "vCPU 0 pinned to 30, the config has 8 (kvmrt-boot RedHawk-8.4-RT applies it)",
+        "emulator pinned to 31, the config has 23 (kvmrt-boot RedHawk-8.4-RT applies it)",
+        "host tuned for CPUs 8-15, the config has 8-23,40-55 "
+        "(kvmrt-boot RedHawk-8.4-RT applies it)"]
