@@ -45,11 +45,14 @@ test trees do (``xeon_2s20c2t``: 2 sockets x 20 cores x 2 threads).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from kvmrt.config.sets import IdSet, format_ids
 
@@ -87,6 +90,7 @@ class TaskSpec:
     last_cpu: int | None = None
     starttime: int | None = None
     state: str = "S"
+    worker: bool = False     # the kernel's thread in a user process (PF_USER_WORKER)
 
     @property
     def thread_id(self) -> int:
@@ -111,6 +115,11 @@ class IrqSpec:
     effective_file: bool = True
 
 
+# Threads the kernel runs inside QEMU (PF_USER_WORKER, Linux 6.13+): KVM's
+# NX huge page recovery, and one vhost worker per vhost device (vhost-PID).
+KERNEL_WORKERS = ("kvm-nx-lpage-re",)
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     """A running libvirt QEMU domain: ``run/libvirt/qemu/NAME.{pid,xml}`` and
@@ -132,7 +141,7 @@ class DomainSpec:
         names = [self.comm, self.comm]
         names += [f"IO iothread{i}" for i in range(1, self.iothreads + 1)]
         names += ["IO mon_iothread"] + [f"CPU {n}/KVM" for n in range(self.vcpus)]
-        names += ["kvm-nx-lpage-re"]
+        names += list(KERNEL_WORKERS) + [f"vhost-{self.pid}"]
         return [(self.pid + i, name) for i, name in enumerate(names)]
 
     def vcpu_tids(self) -> dict[int, int]:
@@ -433,6 +442,7 @@ def write_pci_device(tree: Tree, spec: HostSpec, dev: PciSpec) -> None:
 PF_KTHREAD = 0x00200000
 PF_NO_SETAFFINITY = 0x04000000
 PF_WQ_WORKER = 0x00000020
+PF_USER_WORKER = 0x00004000
 KTHREAD_FLAGS = 0x00208040  # PF_KTHREAD|PF_NOFREEZE|PF_FORKNOEXEC, as kthreadd shows
 PROCESS_FLAGS = 0x00400100  # PF_RANDOMIZE|PF_SUPERPRIV: a process after exec
 THREAD_FLAGS = 0x00400040  # PF_RANDOMIZE|PF_FORKNOEXEC: a thread it started
@@ -466,7 +476,8 @@ def standard_tasks(spec: HostSpec) -> tuple[TaskSpec, ...]:
 
 def domain_tasks(dom: DomainSpec) -> list[TaskSpec]:
     """QEMU's threads for a running domain."""
-    return [TaskSpec(dom.pid, comm, tid=tid, affinity=dom.affinity)
+    return [TaskSpec(dom.pid, comm, tid=tid, affinity=dom.affinity,
+                     worker=comm in KERNEL_WORKERS or comm.startswith("vhost-"))
             for tid, comm in dom.threads()]
 
 
@@ -497,6 +508,8 @@ def write_task(tree: Tree, spec: HostSpec, task: TaskSpec, nthreads: int) -> Non
 
 def task_flags(task: TaskSpec) -> int:
     """``flags`` as the kernel shows them (ksoftirqd/1: 0x4208040)."""
+    if task.worker:
+        return THREAD_FLAGS | PF_USER_WORKER
     if not task.kernel:
         return PROCESS_FLAGS if task.thread_id == task.pid else THREAD_FLAGS
     worker = PF_WQ_WORKER if task.comm.startswith("kworker/") else 0
@@ -736,6 +749,24 @@ def write_domains(tree: Tree, spec: HostSpec) -> None:
         tree.mkdir(base)
         (tree.root / base / f"{dom.name}.pid").write_text(str(dom.pid))
         tree.write(f"{base}/{dom.name}.xml", domain_status_xml(dom, index))
+        (tree.mkdir(f"proc/{dom.pid}") / "cmdline").write_bytes(qemu_cmdline(dom))
+
+
+def qemu_cmdline(dom: DomainSpec) -> bytes:
+    """``/proc/PID/cmdline`` of QEMU as libvirt starts it (shortened)."""
+    args = ["/usr/bin/qemu-system-x86_64", "-name", f"guest={dom.name},debug-threads=on",
+            "-S", "-machine", "pc-q35-7.2,usb=off", "-m", "64", "-smp", str(dom.vcpus),
+            "-uuid", dom.uuid, "-no-user-config", "-nodefaults"]
+    return b"".join(a.encode() + b"\0" for a in args)
+
+
+def hide_status_file(root: Path, name: str) -> None:
+    """libvirt's status file as an ordinary user meets it (mode 0600, root's):
+    a link to a file that refuses even root's read with EACCES (a
+    write-only sysctl), as a fixture read as root cannot otherwise show."""
+    path = Path(root) / f"run/libvirt/qemu/{name}.xml"
+    path.unlink()
+    os.symlink("/proc/sys/vm/drop_caches", path)
 
 
 def domain_status_xml(dom: DomainSpec, index: int) -> str:
@@ -932,3 +963,107 @@ def rewrite_values(root: Path, below: str, rewrite: Callable[[str], str]) -> lis
         path.write_text(rewrite(text[:-1]))
         changed.append(path)
     return changed
+
+
+# -- what the kernel does on its own -------------------------------------------------
+# A fixture tree has no kernel behind it: kvmrt's writes land as written and
+# nothing reacts. These functions make the reactions a real kernel makes, so
+# that tests can put them between kvmrt's steps (as drop_from_cpusets does).
+_ALLOWED_LIST_LINE = re.compile(r"^Cpus_allowed_list:.*$", re.MULTILINE)
+_ALLOWED_LINE = re.compile(r"^Cpus_allowed:\t(\S*)$", re.MULTILINE)
+
+
+def online_now(root: Path) -> frozenset[int]:
+    """The CPUs whose ``cpuN/online`` reads 1 (or that have no such file)."""
+    base = Path(root) / CPU
+    found = set()
+    for d in base.glob("cpu[0-9]*"):
+        online = d / "online"
+        if not online.exists() or online.read_text().strip() == "1":
+            found.add(int(d.name[3:]))
+    return frozenset(found)
+
+
+def thread_affinity(root: Path, pid: int, tid: int | None = None) -> frozenset[int]:
+    status = (Path(root) / f"proc/{pid}/task/{pid if tid is None else tid}/status").read_text()
+    m = _ALLOWED_LIST_LINE.search(status)
+    return frozenset(IdSet.parse(m.group(0).split(":", 1)[1].strip()))
+
+
+def kernel_sets_affinity(root: Path, pid: int, tid: int | None, cpus: Iterable[int]) -> None:
+    """The thread's affinity becomes ``cpus`` as the kernel shows it in ``status``."""
+    path = Path(root) / f"proc/{pid}/task/{pid if tid is None else tid}/status"
+    status = path.read_text()
+    nbits = len(_ALLOWED_LINE.search(status).group(1).replace(",", "")) * 4
+    status = _ALLOWED_LINE.sub(lambda _: f"Cpus_allowed:\t{cpumask(cpus, nbits)}", status)
+    status = _ALLOWED_LIST_LINE.sub(lambda _: f"Cpus_allowed_list:\t{format_ids(cpus)}", status)
+    path.write_text(status)
+
+
+def sched_setaffinity(root: Path, pid: int, cpus: Iterable[int]) -> frozenset[int]:
+    """``taskset -p -c CPUS PID``: the kernel keeps only the online CPUs
+    (the thread's cpuset holds no other); return what it kept."""
+    kept = frozenset(cpus) & online_now(root)
+    if not kept:
+        raise OSError(22, "Invalid argument")
+    kernel_sets_affinity(root, pid, None, kept)
+    return kept
+
+
+def _threads(root: Path) -> Iterator[tuple[int, int, Path]]:
+    for task in sorted(Path(root).glob("proc/[0-9]*/task/[0-9]*")):
+        yield int(task.parent.parent.name), int(task.name), task
+
+
+def cpu_went_offline(root: Path, cpu: int) -> None:
+    """After ``cpuN/online`` became 0: the CPU leaves every movable thread's
+    affinity (cpuset's hotplug update) and every non-root v1 cpuset; a
+    thread left with no CPU falls back to the online ones ("process N no
+    longer affine to cpu"). Per-CPU kernel threads keep theirs (parked)."""
+    online = online_now(root) - {cpu}
+    for pid, tid, task in _threads(root):
+        flags = int((task / "stat").read_text().rsplit(")", 1)[1].split()[6])
+        allowed = thread_affinity(root, pid, tid)
+        if flags & PF_NO_SETAFFINITY or cpu not in allowed:
+            continue
+        kernel_sets_affinity(root, pid, tid, (allowed - {cpu}) or online)
+    if (Path(root) / CPUSET).exists():
+        drop_from_cpusets(root, cpu)
+
+
+def kthread_reset_on_hotplug(root: Path, pid: int, cpus: Iterable[int]) -> None:
+    """What CPU hotplug does to a node- or rcu_node-bound kernel thread
+    (kswapdN, kcompactdN, rcub/N): its affinity becomes its CPUs that are
+    online."""
+    kernel_sets_affinity(root, pid, None, frozenset(cpus) & online_now(root))
+
+
+def irq_thread_follows(root: Path, pid: int, irq: int) -> None:
+    """A threaded IRQ handler (``irq/N-name``) at its IRQ's next interrupt:
+    its affinity becomes the IRQ's effective CPUs (irq_thread_check_affinity)."""
+    effective = Path(root) / f"proc/irq/{irq}/effective_affinity_list"
+    kernel_sets_affinity(root, pid, None, IdSet.parse(effective.read_text().strip()))
+
+
+def irq_effective_moves(root: Path, irq: int) -> None:
+    """The kernel delivers ``irq`` to one online CPU of its affinity (the
+    lowest here) once it is set; ``effective_affinity_list`` shows it."""
+    base = Path(root) / f"proc/irq/{irq}"
+    allowed = IdSet.parse((base / "smp_affinity_list").read_text().strip())
+    (base / "effective_affinity_list").write_text(
+        format_ids({min(frozenset(allowed) & online_now(root))}) + "\n")
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[bool]:
+    """Make ``path`` refuse every write, root's too, with EPERM (as Linux 6.x
+    answers for a managed IRQ or IRQ 0 and 2) while it stays readable:
+    ``chattr +i`` until the block ends. Yields False where the file system
+    of ``path`` cannot do that."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

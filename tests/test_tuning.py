@@ -151,11 +151,10 @@ def managed_irq(tr):
     """IRQ 30 refuses writes with EPERM, as a managed IRQ does on Linux 6.x,
     and stays readable: the file is made immutable (chattr +i) until the
     test ends."""
-    path = tr / "proc/irq/30/smp_affinity_list"
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("chattr +i is not supported on the file system of tmp_path")
-    yield 30
-    subprocess.run(["chattr", "-i", str(path)], check=True)
+    with hostgen.immutable(tr / "proc/irq/30/smp_affinity_list") as refusing:
+        if not refusing:
+            pytest.skip("chattr +i is not supported on the file system of tmp_path")
+        yield 30
 
 
 def test_expected_refusals_are_reported_not_fatal(tr, managed_irq):

@@ -9,6 +9,11 @@ gets its host changes undone; VMs already started stay up and tuned.
 Shutdown: ask every selected running VM to shut down (concurrently, or one
 after another), wait up to a timeout, power off with ``force``, then
 release their tuning: what no other running rt VM needs goes back exactly.
+A paused VM is resumed first: a paused guest cannot see the ACPI request,
+and powering it off unasked would lose what it has not written.
+
+A VM *runs* while its QEMU process exists, whatever libvirt's word for it
+(:data:`RUNNING`): boot retunes it, shutdown stops it, stat checks it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class VmResult:
     error: str | None = None
 
 
-RUNNING = ("running", "paused", "idle", "in shutdown")
+# libvirt's states of an active domain (its QEMU process exists).
+RUNNING = ("running", "paused", "idle", "in shutdown", "pmsuspended", "crashed")
 
 
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
@@ -111,7 +117,9 @@ def pinning_problems(p: Placement, status: qemu.QemuStatus, threads: list) -> li
             if want and t.affinity != want:
                 problems.append(f"vCPU {n} off its CPU: allowed on {format_ids(t.affinity)}, "
                                 f"planned {format_ids(want)}")
-        elif not t.kernel and p.emulator_cpus and not t.affinity <= p.emulator_cpus:
+        elif t.kernel or t.worker:
+            continue      # the kernel's threads in QEMU (vhost, kvm-nx-lpage-re)
+        elif p.emulator_cpus and not t.affinity <= p.emulator_cpus:
             problems.append(f"emulator thread {t.tid} ({t.comm}) allowed on "
                             f"{format_ids(t.affinity)}, planned {format_ids(p.emulator_cpus)}")
     return problems
@@ -144,8 +152,14 @@ def shutdown_vms(fs: HostFS, domains: Domains, vms: list[VmConfig], *, force: bo
 def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
           say: Say) -> list[VmResult]:
     for vm in vms:
-        say(f"{vm.name}: shutting down")
-        domains.shutdown(vm.uuid)
+        try:
+            if domains.state(vm.uuid) == "paused":
+                say(f"{vm.name}: resuming (a paused guest cannot see the shutdown request)")
+                domains.resume(vm.uuid)
+            say(f"{vm.name}: shutting down")
+            domains.shutdown(vm.uuid)
+        except KvmrtError as exc:   # a crashed or suspended guest: --force powers it off
+            say(f"{vm.name}: {exc}")
     deadline = time.monotonic() + timeout
     pending = {vm.uuid: VmResult(vm.name, "stopped") for vm in vms}
     while any(domains.state(u) != "shut off" for u in pending) and time.monotonic() < deadline:

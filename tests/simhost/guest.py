@@ -237,7 +237,19 @@ def snapshot() -> dict:
         "online_files": {str(c): read(cpu_dir / f"cpu{c}/online") for c in cpus},
         "online": read(cpu_dir / "online"),
         "tasks": tasks(),
+        "cpusets": cpusets(),
     }
+
+
+def cpusets() -> dict[str, dict]:
+    """Every cgroup's ``cpuset.cpus`` and ``cpuset.cpus.effective`` (v2, or
+    a v1 cpuset hierarchy), by its directory below /sys/fs/cgroup."""
+    found = {}
+    root = Path("/sys/fs/cgroup")
+    for f in sorted(root.rglob("cpuset.cpus")):
+        found[str(f.parent.relative_to(root))] = {
+            "cpus": read(f), "effective": read(f.parent / "cpuset.cpus.effective")}
+    return found
 
 
 def journal() -> list[dict]:

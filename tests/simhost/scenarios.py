@@ -22,7 +22,9 @@ Scenarios (see ``SCENARIOS`` at the end):
 - ``default``: 8 CPUs, 2 nodes, SMT: the kernel parameters that
   kvmrt-validate-host suggests; an rt VM with ``cpuset = n1``: boot,
   disturb, repair; a pinned and an unpinned non-rt VM beside it; shutdown
-  of all three; SIGKILL of kvmrt-boot half way and recovery;
+  of all three; SIGKILL of kvmrt-boot half way and recovery; boot, PID 1
+  allowed on every CPU while the siblings are offline, shutdown; the same
+  with kvmrt-shutdown SIGKILLed half way, and recovery;
 - ``two_rt``: 16 CPUs, 2 sockets: two rt VMs, one shut down, then the other;
 - ``isolated``: booted with isolcpus/nohz_full/rcu_nocbs/irqaffinity:
   kvmrt-validate-host.
@@ -145,7 +147,41 @@ def scenario_default() -> None:
     emit("recover", run_tool("kvmrt-shutdown", "-f", cfg))
     emit("after_recover", snapshot())
     emit("journal_after_recover", journal())
+
+    # 7. an administrator allows PID 1 on every CPU while the siblings are
+    # offline (the kernel keeps 0-4,6), then shutdown; then the same with
+    # kvmrt-shutdown SIGKILLed once the first sibling is back, and recovery
+    step("taskset")
+    emit("before_taskset", snapshot())
+    emit("taskset_boot", run_tool("kvmrt-boot", "-f", cfg, "rt1"))
+    emit("taskset", _taskset_init())
+    emit("taskset_shutdown", run_tool("kvmrt-shutdown", "-f", cfg, "--force", "--timeout", "1"))
+    emit("after_taskset_shutdown", snapshot())
+    emit("journal_after_taskset_shutdown", journal())
+    step("kill_shutdown")
+    emit("kill_shutdown_boot", run_tool("kvmrt-boot", "-f", cfg, "rt1"))
+    emit("kill_shutdown_taskset", _taskset_init())
+    emit("killed_shutdown", _kill_shutdown_half_way(cfg))
+    emit("after_killed_shutdown", snapshot())
+    emit("journal_after_killed_shutdown", journal())
+    emit("recover_shutdown", run_tool("kvmrt-shutdown", "-f", cfg))
+    emit("after_recover_shutdown", snapshot())
+    emit("journal_after_recover_shutdown", journal())
     step("end")
+
+
+def _taskset_init() -> dict:
+    """``taskset -p -c 0-7 1``, as an administrator types it."""
+    p = subprocess.run(["taskset", "-p", "-c", "0-7", "1"], capture_output=True, text=True)
+    return {"rc": p.returncode, "out": p.stdout, "err": p.stderr, "allowed": allowed(1)}
+
+
+def _kill_shutdown_half_way(cfg: str) -> dict:
+    """kvmrt-shutdown --force, SIGKILLed as soon as CPU 5 is back online:
+    the domain is off, the siblings are coming back, nothing else restored."""
+    online = Path("/sys/devices/system/cpu/cpu5/online")
+    return _kill_when(lambda: online.read_text().strip() == "1", "once CPU 5 is online",
+                      "kvmrt-shutdown", "-f", cfg, "--force", "--timeout", "1")
 
 
 def _setaffinity(pid: int, cpus: set[int]) -> str | None:
@@ -179,17 +215,24 @@ def _kill_boot_half_way(cfg: str, irq: str) -> dict:
     siblings are offline and the threads moved by then (kvmrt changes CPUs,
     then threads, then IRQs, then the two masks), most IRQs and the masks
     are not done yet."""
-    say(f"$ kvmrt-boot -f {cfg} rt1 (to be killed once IRQ {irq} moved)")
     path = Path(f"/proc/irq/{irq}/smp_affinity_list")
     first = path.read_text()
-    child = Child("kvmrt-boot", "-f", cfg, "rt1")
-    seen: dict = {"irq": irq}
+    seen = _kill_when(lambda: path.read_text() != first, f"once IRQ {irq} moved",
+                      "kvmrt-boot", "-f", cfg, "rt1")
+    return {"irq": irq, **seen}
+
+
+def _kill_when(moment, what: str, tool: str, *args: str) -> dict:
+    """Run ``tool`` and SIGKILL it as soon as ``moment()`` is true."""
+    say(f"$ {tool} {' '.join(args)} (to be killed {what})")
+    child = Child(tool, *args)
+    seen: dict = {}
     deadline = time.monotonic() + 300
     while True:
         if child.poll() is not None:
             seen["finished_before_kill"] = True
             break
-        if path.read_text() != first or time.monotonic() > deadline:
+        if moment() or time.monotonic() > deadline:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
             seen["timeout"] = time.monotonic() > deadline

@@ -10,7 +10,7 @@ from kvmrt.commands import common
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import shutdown_vms
+from kvmrt.lifecycle import RUNNING, shutdown_vms
 from kvmrt.tuning import engine
 
 
@@ -38,7 +38,7 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     domains = Domains(connect(uri))
     selected = config.select(vms, include_disabled=include_disabled or bool(vms))
     if dry_run:
-        running = [vm for vm in selected if domains.state(vm.uuid) == "running"]
+        running = [vm for vm in selected if domains.state(vm.uuid) in RUNNING]
         click.echo("would shut down: " + (", ".join(vm.name for vm in running) or "nothing"))
         planned = engine.release(fs, [vm.uuid.lower() for vm in running], dry_run=True)
         common.print_actions(planned.actions, verbose=True)

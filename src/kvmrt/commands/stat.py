@@ -9,6 +9,7 @@ from kvmrt.config.sets import format_ids
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.lifecycle import RUNNING
 from kvmrt.status import VmStatus, collect, leftovers
 from kvmrt.tuning.journal import Journal
 
@@ -25,15 +26,19 @@ from kvmrt.tuning.journal import Journal
 def main(path: str | None, uri: str | None, include_disabled: bool, threads: bool,
          as_json: bool, vms: tuple[str, ...]) -> None:
     """One row per VM: name, title, state, rt, vCPUs, cpuset and whether its
-    real-time tuning holds: 'ok', or 'disturbed' with what is wrong. Never
-    changes anything; reports changes an interrupted kvmrt left behind.
+    real-time tuning holds: 'ok', or 'disturbed' with what is wrong; for a
+    running VM whose config was changed since it started, what differs and
+    what applies it. Never changes anything; reports changes an interrupted
+    kvmrt left behind. Works for any user (libvirt read-only).
     """
     config, host, fs = common.load(path), common.host(), HostFS()
-    domains = Domains(connect(uri))
+    domains = Domains(connect(uri, read_only=True))
     selected = config.select(vms, include_disabled=include_disabled)
     states = {vm.uuid.lower(): domains.state(vm.uuid) for vm in selected}
+    runtimes = {u: domains.runtime(u) for u, state in states.items() if state in RUNNING}
     journal = Journal.for_host(fs).load()
-    found = collect(fs, selected, states, host.topology, journal, threads=threads)
+    found = collect(fs, selected, states, host.topology, journal, threads=threads,
+                    runtimes={u: r for u, r in runtimes.items() if r is not None})
     warnings = leftovers(journal, domains.running_uuids())
     if as_json:
         common.print_json([s.as_json() for s in found])
@@ -53,6 +58,8 @@ def _table(found: list[VmStatus], *, threads: bool) -> None:
                    f"{s.tuning or '-':<10} {s.vm.title}".rstrip())
         for problem in s.problems:
             click.echo(f"    {problem}")
+        for line in s.pending:
+            click.echo(f"    config: {line}")
         if s.threads:
             click.echo(f"    {'TID':>8}  {'THREAD':<18} {'ROLE':<11} {'AFFINITY':<12} CPU")
         for t in s.threads or []:

@@ -7,6 +7,13 @@ the domain stops. Its root is ``<domstatus state='running' pid='QEMU PID'>``;
 ``CPU n/KVM`` thread. This is how kvmrt finds a VM's threads (SPEC 3: by
 QEMU PID, never by thread name across the host).
 
+The status file is root's alone (mode 0600). Without it (an ordinary user
+runs kvmrt-stat) the QEMU process is the one whose command line carries
+``-uuid UUID`` (``/proc/PID/cmdline`` is readable by all), and its vCPU
+threads are the ones QEMU names ``CPU N/KVM`` (``CPU N/TCG`` without KVM):
+libvirt always starts QEMU with ``debug-threads=on``. Only that process is
+looked at, never thread names across the host.
+
 libvirt (9.0 here) keeps no iothread thread ids in the status file; it
 asks QEMU with ``query-iothreads``. An ``<iothreads><iothread id pid/>``
 element is read if a libvirt writes one; otherwise the ids come from the
@@ -28,6 +35,7 @@ from kvmrt.host.tasks import read_tasks
 
 STATUS_DIR = "run/libvirt/qemu"
 _IOTHREAD_COMM = re.compile(r"IO iothread(\d+)\Z")
+_VCPU_COMM = re.compile(r"CPU (\d+)/\w+\Z")
 
 
 @dataclass(frozen=True)
@@ -39,24 +47,59 @@ class QemuStatus:
     iothreads: dict[int, int]
 
 
-def read_qemu_status(fs: HostFS, domain_name: str) -> QemuStatus | None:
+def read_qemu_status(fs: HostFS, domain_name: str, uuid: str | None = None) -> QemuStatus | None:
     """The status of running domain ``domain_name``, or ``None`` when it is not
     running (no status file, or its QEMU process is gone).
 
+    When the status file cannot be read (it is root's) and ``uuid`` is
+    given, the QEMU process is found by its ``-uuid`` argument instead.
     Raises :class:`HostReadError` naming the file when it does not parse.
     """
     if not isinstance(domain_name, str) or "/" in domain_name or domain_name in ("", ".", ".."):
         raise HostReadError(STATUS_DIR, f"{domain_name!r} is not a libvirt domain name; "
                             "no status file is built from it (fix the VM's name)")
     rel = f"{STATUS_DIR}/{domain_name}.xml"
-    with host_read_errors():
-        text = fs.read(rel, default=None)
+    try:
+        with host_read_errors():
+            text = fs.read(rel, default=None)
+    except HostReadError as err:
+        if uuid is None or not isinstance(err.__cause__, PermissionError):
+            raise
+        return _by_uuid(fs, uuid)
     if text is None:
         return None
     try:
         return _status(fs, etree.fromstring(text.encode()))
     except (etree.XMLSyntaxError, TypeError, ValueError) as err:
         raise HostReadError(str(fs.path(rel)), f"not a libvirt status file: {err}") from err
+
+
+def _by_uuid(fs: HostFS, uuid: str) -> QemuStatus | None:
+    """The QEMU process started with ``-uuid UUID``, its vCPUs by their names."""
+    pid = next((pid for pid in _pids(fs) if _has_uuid(fs, pid, uuid.lower())), None)
+    if pid is None:
+        return None
+    vcpus, iothreads = {}, {}
+    for task in read_tasks(fs, [pid]):
+        vcpu, io = _VCPU_COMM.match(task.comm), _IOTHREAD_COMM.match(task.comm)
+        if vcpu and not (task.kernel or task.worker):
+            vcpus[int(vcpu.group(1))] = task.tid
+        elif io:
+            iothreads[int(io.group(1))] = task.tid
+    return QemuStatus(pid=pid, vcpus=dict(sorted(vcpus.items())), iothreads=iothreads)
+
+
+def _pids(fs: HostFS) -> list[int]:
+    return sorted(int(n) for n in fs.listdir("proc", default=[]) if n.isdigit())
+
+
+def _has_uuid(fs: HostFS, pid: int, uuid: str) -> bool:
+    try:
+        args = fs.path(f"proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:   # gone, or not ours to read
+        return False
+    return any(a == b"-uuid" and b.decode(errors="replace").lower() == uuid
+               for a, b in zip(args, args[1:]))
 
 
 def _status(fs: HostFS, root: etree._Element) -> QemuStatus | None:

@@ -12,6 +12,13 @@ matters here:
 - Kernel threads carry PF_KTHREAD; those bound to one CPU by the kernel
   (migration/N, ksoftirqd/N, cpuhp/N, kworker/N:M) also carry
   PF_NO_SETAFFINITY, and ``sched_setaffinity`` fails with EINVAL for them.
+- The kernel also runs threads of its own *inside* a user process: vhost
+  workers (``vhost-PID``) and, since Linux 6.13, KVM's NX huge page
+  recovery (``kvm-nx-lpage-re``) are PF_USER_WORKER threads of QEMU,
+  io_uring workers (``iou-wrk-TID``) PF_IO_WORKER ones. They are the
+  kernel's (``worker``), not the program's.
+- A threaded IRQ handler ``irq/N-name`` (every handler on PREEMPT_RT) is a
+  kernel thread that follows its IRQ's effective CPU (``irq_thread``).
 - Threads exit at any time: a directory or file vanishes (ENOENT) or a read
   fails with ESRCH. :func:`read_tasks` skips them; :func:`read_task` raises
   :class:`TaskVanished`.
@@ -36,6 +43,8 @@ from kvmrt.errors import HostReadError, HostWriteError, NotMovable, TaskVanished
 from kvmrt.host.fs import HostFS, parse_cpulist
 from kvmrt.host.masks import format_mask, mask_bits
 
+PF_IO_WORKER = 0x00000010
+PF_USER_WORKER = 0x00004000
 PF_KTHREAD = 0x00200000
 PF_NO_SETAFFINITY = 0x04000000
 
@@ -47,6 +56,7 @@ STAT_PROCESSOR = 39
 _ALLOWED_LIST = re.compile(r"^Cpus_allowed_list:\s*(.*)$", re.MULTILINE)
 _ALLOWED = re.compile(r"^(Cpus_allowed:\s*)(\S*)$", re.MULTILINE)
 _GONE = (FileNotFoundError, ProcessLookupError)
+_IRQ_THREAD = re.compile(r"irq/(\d+)-")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,13 @@ class Task:
     starttime: int
     kernel: bool
     pinned: bool
+    worker: bool = False     # the kernel's thread in a user process (vhost, io_uring)
+
+    @property
+    def irq_thread(self) -> int | None:
+        """The IRQ a threaded IRQ handler (``irq/N-name``) serves, else None."""
+        m = _IRQ_THREAD.match(self.comm) if self.kernel else None
+        return int(m.group(1)) if m else None
 
 
 def task_dir(pid: int, tid: int) -> str:
@@ -101,6 +118,7 @@ def _task(pid: int, tid: int, stat: str, status: str) -> Task:
         last_cpu=int(fields[processor]) if len(fields) > processor else None,
         starttime=int(fields[STAT_STARTTIME - 3]),
         kernel=bool(flags & PF_KTHREAD), pinned=bool(flags & PF_NO_SETAFFINITY),
+        worker=bool(flags & (PF_USER_WORKER | PF_IO_WORKER)),
     )
 
 

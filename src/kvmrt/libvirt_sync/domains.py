@@ -56,6 +56,17 @@ class Domain:
         return self.state == "shut off"
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What a running domain runs with now (libvirt's public API, readable
+    on a read-only connection): its online vCPUs and live pins."""
+
+    vcpus: int
+    vcpu_pins: tuple[frozenset[int], ...]
+    emulator_pin: frozenset[int]
+    iothread_pins: dict[int, frozenset[int]]
+
+
 class Domains:
     """The domains of one libvirt connection."""
 
@@ -114,6 +125,25 @@ class Domains:
         if emulator_cpus:
             self._call(f"pin the emulator of {dom.name()}", dom.pinEmulator,
                        _cpumap(emulator_cpus, ncpus), live)
+
+    def resume(self, uuid: str) -> None:
+        """Let a paused domain run again."""
+        self._call(f"resume domain {self._name(uuid)}", self._must(uuid).resume)
+
+    def runtime(self, uuid: str) -> Runtime | None:
+        """The vCPU count and pins a running domain runs with; None when it
+        does not run."""
+        dom = self._lookup(uuid)
+        if dom is None or not self._call(f"state of domain {uuid}", dom.isActive):
+            return None
+        name, live = dom.name(), libvirt.VIR_DOMAIN_AFFECT_LIVE
+        info, _maps = self._call(f"vCPUs of {name}", dom.vcpus)
+        pins = self._call(f"vCPU pins of {name}", dom.vcpuPinInfo, live)
+        emulator = self._call(f"emulator pin of {name}", dom.emulatorPinInfo, live)
+        iothreads = self._call(f"iothreads of {name}", dom.ioThreadInfo, live)
+        return Runtime(vcpus=len(info), vcpu_pins=tuple(_cpus(m) for m in pins),
+                       emulator_pin=_cpus(emulator),
+                       iothread_pins={n: _cpus(m) for n, m in iothreads})
 
     def state(self, uuid: str) -> str:
         dom = self._lookup(uuid)
@@ -180,3 +210,7 @@ def _first_line(exc: libvirt.libvirtError) -> str:
 
 def _cpumap(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
     return tuple(c in cpus for c in range(ncpus))
+
+
+def _cpus(cpumap) -> frozenset[int]:
+    return frozenset(c for c, on in enumerate(cpumap) if on)

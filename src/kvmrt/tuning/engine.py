@@ -118,7 +118,8 @@ def _release(fs, journal: Journal, state: JournalState, uuids: set[str], *,
 def _run(fs, journal: Journal, state: JournalState, before, after, *, restore: bool,
          dry_run: bool) -> Result:
     snapshot = take_snapshot(fs, [v.name for v in before + after])
-    p = plan(snapshot, state.baseline, before, after, restore=restore)
+    p = plan(snapshot, state.baseline, before, after, restore=restore,
+             refused=frozenset(state.refused))
     if dry_run:
         return Result(actions=p.actions, notes=p.notes)
     done: Applied = apply(fs, snapshot, p.actions, journal, state.baseline)

@@ -18,8 +18,30 @@ should hold is a function of the baseline and of the rt VMs now tuned:
 
 Booting a VM, repairing a disturbed one and shutting one down are all the
 same computation with a different set of tuned VMs. On restore only the
-keys in the journal are touched, and a value someone changed after kvmrt
-set it is left as it is and reported.
+keys in the journal are touched.
+
+On restore a value that differs from what kvmrt set is not at once someone
+else's: the kernel changes values itself, and those changes follow from
+kvmrt's own (the model, :func:`_kernel_shows`):
+
+- offlining a CPU removes it from thread affinities and cpusets, and an
+  affinity written while it is offline is clipped to the online CPUs
+  (``taskset -p -c 0-7 1`` with 6 and 7 offline gives 0-5); a thread left
+  with no online CPU falls back to the online ones, an IRQ likewise;
+- CPU hotplug resets node- and rcu_node-bound kernel threads (kswapdN,
+  kcompactdN, rcub/N) to their online CPUs;
+- a threaded IRQ handler (``irq/N-name``) follows its IRQ's effective CPU,
+  the kernel's choice: it is never blamed and goes back to its baseline;
+- a key the kernel refused (IRQ 0 and 2, per-CPU threads) was never
+  written: nothing to put back, nobody to blame.
+
+So a value is kvmrt's (or the kernel's consequence of it) when it is what
+kvmrt set, the baseline, or the target, *as the kernel would show it* after
+the CPUs kvmrt took offline left it; such a value goes back to its
+baseline. Any other value an administrator chose: it is kept and reported,
+but the CPUs kvmrt took offline are given back to it when it reaches into
+the released VM's CPUs (it was written as if that VM were not there, and
+the kernel could not keep the offline siblings in it).
 """
 
 from __future__ import annotations
@@ -64,39 +86,108 @@ class _Item:
     label: str
     current: Any
     target: Callable[[Any, Wanted], Any]
-    record_only: bool = False
+    clipped: bool = False           # the kernel drops offline CPUs from it
+    follows_kernel: bool = False    # the kernel sets it (a threaded IRQ handler)
 
 
 def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
-         after: list[TunedVm], *, restore: bool) -> Plan:
+         after: list[TunedVm], *, restore: bool, refused: frozenset[str] = frozenset()) -> Plan:
     """Actions that take the host from ``before`` to ``after``.
 
-    With ``restore`` only journaled keys are touched and values changed by
-    someone else since are left alone; otherwise (boot, repair) every key is
-    brought to its target, which also repairs disturbed tuning.
+    With ``restore`` only journaled keys are touched; values an
+    administrator chose since are kept (see the module doc), and keys in
+    ``refused`` (the kernel refused kvmrt's write) are left alone. Otherwise
+    (boot, repair) every key is brought to its target, which also repairs
+    disturbed tuning.
     """
     old, new = Wanted.of(before), Wanted.of(after)
+    released = [v for v in before if v.uuid not in {a.uuid for a in after}]
+    online_after = frozenset(c for c, on in snapshot.online.items() if on) - new.offline
     result = Plan(notes=_notes(snapshot, new))
     for item in _items(snapshot, new):
         if restore and item.key not in baseline:
             continue
         base = baseline.get(item.key, item.current)
         target = item.target(base, new)
-        if restore and item.current != item.target(base, old) and item.current != target:
-            result.notes.append(f"{item.label} was changed since kvmrt set it "
-                                f"(now {_fmt(item.current)}); left as it is")
-        elif target != item.current:
-            # The kernel narrows cpusets itself when CPUs go offline; widening
-            # them back is kvmrt's job.
-            kernel_does_it = item.record_only and target < item.current
-            result.actions.append(Action(item.kind, item.key, item.label, item.current,
-                                         target, kernel_does_it))
-        if item.key in baseline and target == base:
+        # No tuned VM needs anything of this key, and it can hold its baseline.
+        done = target == base and not _clipped(item, target, new.offline)
+        if restore and item.key in refused:
+            target = item.current      # never written: nothing to put back
+        elif restore and not item.follows_kernel and not _kvmrts(item, base, old, new):
+            target = _administrators(item, base, released, new, result.notes)
+        action = _action(item, target, new.offline, online_after)
+        if action is not None:
+            result.actions.append(action)
+        wrote_base = action is not None and not action.record_only and action.new == base
+        if item.key in baseline and done and (restore or item.current == base or wrote_base):
             result.settled.append(item.key)
     present = {i.key for i in _items(snapshot, new)}
     result.settled += [k for k in baseline if k not in present]   # vanished threads, IRQs
     result.actions.sort(key=lambda a: ORDER.index(a.kind))
     return result
+
+
+def _action(item: _Item, target: Any, offline: frozenset[int],
+            online_after: frozenset[int]) -> Action | None:
+    """The change to ``target``. A target with CPUs that stay offline
+    cannot be written: the kernel itself clips a thread's affinity or a
+    cpuset when they go offline (or falls back to the online CPUs when
+    nothing is left), so that change is journaled and not written."""
+    if _clipped(item, target, offline):
+        kept = (target - offline) or online_after
+        if kept == item.current and not item.current & offline:
+            return None
+        return Action(item.kind, item.key, item.label, item.current, kept, True)
+    if target == item.current:
+        return None
+    # The kernel narrows cpusets itself when CPUs go offline; widening them
+    # back is kvmrt's job.
+    kernel_does_it = item.kind == "cpuset" and target < item.current
+    return Action(item.kind, item.key, item.label, item.current, target, kernel_does_it)
+
+
+def _clipped(item: _Item, value: Any, offline: frozenset[int]) -> bool:
+    """Does the kernel drop CPUs of ``value`` because they stay offline?"""
+    return item.clipped and isinstance(value, frozenset) and bool(value & offline)
+
+
+def _kvmrts(item: _Item, base: Any, old: Wanted, new: Wanted) -> bool:
+    """Is the current value what kvmrt set, its baseline or its target, as
+    the kernel shows it after the CPUs kvmrt takes offline left it?"""
+    gone = old.offline | new.offline
+    return any(_kernel_shows(item.current, value, gone)
+               for value in (item.target(base, old), item.target(base, new), base))
+
+
+def _kernel_shows(current: Any, value: Any, gone: frozenset[int]) -> bool:
+    """Can the kernel show ``current`` for a ``value`` written while (or
+    before) the CPUs in ``gone`` went offline? It drops offline CPUs from
+    affinities and cpusets, clips writes to the online CPUs, and when
+    nothing of a value is left online, falls back to CPUs of its choice."""
+    if current == value:
+        return True
+    if not isinstance(value, frozenset) or not isinstance(current, frozenset):
+        return False
+    if value and value <= gone:
+        return True
+    return bool(current) and current <= value and value - current <= gone
+
+
+def _administrators(item: _Item, base: Any, released: list[TunedVm], new: Wanted,
+                    notes: list[str]) -> Any:
+    """An administrator's value: kept, and reported. If it reaches into a
+    released VM's CPUs, the siblings kvmrt took offline for that VM (and
+    that the baseline had) are given back: they could not be in it."""
+    current = item.current
+    back: frozenset[int] = frozenset()
+    if isinstance(current, frozenset):
+        for vm in released:
+            if current & vm.shielded:
+                back |= (base & vm.offline) - new.offline - current
+    given = (f"kept, with CPUs {_fmt(back)} given back (they were offline when it was set)"
+             if back else "left as it is")
+    notes.append(f"{item.label} was changed since kvmrt set it (now {_fmt(current)}); {given}")
+    return current | back if back else current
 
 
 def _items(s: Snapshot, wanted: Wanted) -> Iterator[_Item]:
@@ -106,12 +197,13 @@ def _items(s: Snapshot, wanted: Wanted) -> Iterator[_Item]:
                     lambda base, w, c=cpu: False if c in w.offline else base)
     for group, cpus in sorted(s.cpusets.items()):
         yield _Item("cpuset", f"cpuset:{group}", f"cpuset /{group}", cpus,
-                    lambda base, w: (base - w.offline) or base, record_only=True)
+                    lambda base, w: (base - w.offline) or base, clipped=True)
     for t in s.tasks:
         if t.pid not in s.protected_pids and not t.pinned:
             yield _Item("task-affinity", f"task:{t.tid}:{t.starttime}",
                         f"thread {t.tid} ({t.comm})", t.affinity,
-                        _task_target(s.all_cpus, kernel=t.kernel))
+                        _task_target(s.all_cpus, kernel=t.kernel), clipped=True,
+                        follows_kernel=t.irq_thread is not None)
     vfio = {irq: str(a) for a, irqs in s.vfio.items() for irq in irqs}
     for irq in s.irqs:
         yield _Item("irq-affinity", f"irq:{irq.number}", f"IRQ {irq.number} ({irq.name})",
