@@ -96,7 +96,9 @@ def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
 
     With ``restore`` only journaled keys are touched; values an
     administrator chose since are kept (see the module doc), and keys in
-    ``refused`` (the kernel refused kvmrt's write) are left alone. Otherwise
+    ``refused`` that still hold their baseline (the kernel refused kvmrt's
+    write) are left alone; one that differs was refused while being put
+    back, and is tried again. Otherwise
     (boot, repair) every key is brought to its target, which also repairs
     disturbed tuning.
     """
@@ -111,8 +113,10 @@ def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
         target = item.target(base, new)
         # No tuned VM needs anything of this key, and it can hold its baseline.
         done = target == base and not _clipped(item, target, new.offline)
-        if restore and item.key in refused:
-            target = item.current      # never written: nothing to put back
+        if restore and item.key in refused and item.current == base:
+            # The kernel refused kvmrt's write: never written, nothing to put
+            # back. (Refused while being put back, it differs: try again.)
+            target = item.current
         elif restore and not item.follows_kernel and not _kvmrts(item, base, old, new):
             target = _administrators(item, base, released, new, result.notes)
         action = _action(item, target, new.offline, online_after)
