@@ -56,8 +56,8 @@ Say = Callable[[str], None]
 
 __all__ = [
     "ApplyReport", "BootReport", "ConfigChangedOnDisk", "ConfigHasErrors", "CpuInfo",
-    "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
-    "apply_edit", "boot", "change_refused", "engine_lines", "result_lines", "host_cpus", "import_into",
+    "CpuState", "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
+    "apply_edit", "boot", "change_refused", "cpu_states", "engine_lines", "result_lines", "host_cpus", "import_into",
     "importable_domains", "leftover_warnings", "pci_devices", "resolved_cpuset",
     "retune", "shutdown", "validate_text", "vm_statuses",
 ]
@@ -454,6 +454,31 @@ def pci_devices(session: Session, config: Config | None) -> list[PciInfo]:
                     if d.iommu_group is not None else (str(d.address),),
                     d.numa_node, d.driver, d.bridge, tuple(owners.get(d.address, [])))
             for d in sorted(host.pci.values(), key=lambda d: d.address)]
+
+
+@dataclass(frozen=True)
+class CpuState:
+    cpu: int
+    online: bool
+    shielded_for: tuple[str, ...]    # the tuned rt VMs that shield it
+    owners: tuple[str, ...]
+    movable_threads: int             # threads kvmrt could move that may run on it
+    irqs: int                        # IRQs whose affinity includes it
+
+
+def cpu_states(session: Session, config: Config | None) -> list[CpuState]:
+    """Per CPU: online, shielded (for which tuned VM), owner VMs, and how
+    many movable threads and IRQs are allowed on it (reads every thread)."""
+    snap = engine.take_snapshot(session.fs)
+    tuned = Journal.for_host(session.fs).load().vms.values()
+    owners = owners_of(config, session.host).cpus if config else {}
+    movable = [t for t in snap.tasks if not t.pinned]
+    return [CpuState(cpu, snap.online.get(cpu, False),
+                     tuple(vm.name for vm in tuned if cpu in vm.shielded),
+                     tuple(owners.get(cpu, [])),
+                     sum(1 for t in movable if cpu in t.affinity),
+                     sum(1 for irq in snap.irqs if cpu in irq.affinity))
+            for cpu in sorted(snap.all_cpus)]
 
 
 _IRQ_LINE = re.compile(r"^\s*([0-9A-Za-z]+):((?:\s+\d+)+)")
