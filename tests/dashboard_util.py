@@ -16,6 +16,8 @@ import signal
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import pytest
+
 from kvmrt import api
 from kvmrt.dashboard.app import Dashboard
 
@@ -88,3 +90,19 @@ def stop_watcher(root: Path) -> None:
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
         except (ProcessLookupError, ValueError):
             pass
+
+
+@pytest.fixture
+def host(threadripper, monkeypatch):
+    """The Threadripper tree as KVMRT_FSROOT, its journal inside it."""
+    monkeypatch.setenv("KVMRT_FSROOT", str(threadripper))
+    monkeypatch.delenv("KVMRT_STATE_DIR", raising=False)
+    yield threadripper
+    stop_watcher(threadripper)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "kvmrt.cfg"
+    path.write_text(CONFIG)
+    return path

@@ -4,26 +4,12 @@ Threadripper host tree and libvirt's test driver."""
 
 from __future__ import annotations
 
-import pytest
-
-from dashboard_util import (CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, screen_text,
+from dashboard_util import (cfg, host,  # noqa: F401  (fixtures)
+                            CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, screen_text,
                             stop_watcher, wait_for)
 from kvmrt.dashboard.jobs import JobScreen
 
 
-@pytest.fixture
-def host(threadripper, monkeypatch):
-    monkeypatch.setenv("KVMRT_FSROOT", str(threadripper))
-    monkeypatch.delenv("KVMRT_STATE_DIR", raising=False)
-    yield threadripper
-    stop_watcher(threadripper)
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    path = tmp_path / "kvmrt.cfg"
-    path.write_text(CONFIG)
-    return path
 
 
 def cells(app, key):

@@ -4,24 +4,11 @@ file and libvirt), and a config changed on disk meanwhile."""
 
 from __future__ import annotations
 
-import pytest
-
+from dashboard_util import cfg, host  # noqa: F401  (fixtures)
 from dashboard_util import CONFIG, PLAIN_UUID, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
 
 
-@pytest.fixture
-def host(threadripper, monkeypatch):
-    monkeypatch.setenv("KVMRT_FSROOT", str(threadripper))
-    monkeypatch.delenv("KVMRT_STATE_DIR", raising=False)
-    return threadripper
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    path = tmp_path / "kvmrt.cfg"
-    path.write_text(CONFIG)
-    return path
 
 
 async def open_dialog(pilot) -> ConfigScreen:

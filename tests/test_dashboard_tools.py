@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-import pytest
-
+from dashboard_util import cfg, host  # noqa: F401  (fixtures)
 from dashboard_util import CONFIG, RT_UUID, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
 from kvmrt.dashboard.tools import CpuStatusScreen, InterruptsScreen, TopologyScreen
@@ -13,18 +12,6 @@ from kvmrt.dashboard.welcome import Welcome
 from kvmrt.host import HostFS
 
 
-@pytest.fixture
-def host(threadripper, monkeypatch):
-    monkeypatch.setenv("KVMRT_FSROOT", str(threadripper))
-    monkeypatch.delenv("KVMRT_STATE_DIR", raising=False)
-    return threadripper
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    path = tmp_path / "kvmrt.cfg"
-    path.write_text(CONFIG)
-    return path
 
 
 def row_count(app) -> int:

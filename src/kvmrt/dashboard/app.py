@@ -28,6 +28,9 @@ REFRESH_SECONDS = 2.0
 COLUMNS = (("name", "NAME"), ("state", "STATE"), ("rt", "RT"), ("vcpus", "VCPUS"),
            ("cpuset", "CPUSET"), ("tuning", "TUNING"), ("title", "TITLE"),
            ("problems", "REASONS"))
+# Fixed widths: a refresh never makes the columns jump (REASONS takes the rest).
+WIDTHS = {"name": 20, "state": 11, "rt": 2, "vcpus": 5, "cpuset": 16, "tuning": 9,
+          "title": 36}
 # Actions that change the host, libvirt or the config: root only.
 CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all",
             "edit_config"}
@@ -105,7 +108,7 @@ class Dashboard(App):
                      classes="" if self.read_only else "hidden")
         table = DataTable(id="vms", cursor_type="row", zebra_stripes=True)
         for key, label in COLUMNS:
-            table.add_column(label, key=key)
+            table.add_column(label, key=key, width=WIDTHS.get(key))
         yield table
         yield Static("", id="problems")
         yield Footer()
@@ -165,9 +168,10 @@ class Dashboard(App):
                 old = self._rows[row.key]
                 for (col, _label), new, was in zip(COLUMNS, row.cells, old.cells):
                     if new != was:
-                        table.update_cell(row.key, col, new, update_width=True)
+                        table.update_cell(row.key, col, new, update_width=col == "problems")
                 self._rows[row.key] = row
-        notes = [f"warning: {w}" for w in warnings]
+        notes = [f"{s.vm.name}: {problem}" for s in statuses for problem in s.problems]
+        notes += [f"warning: {w}" for w in warnings]
         notes += [d.format() for d in self.diagnostics]
         self.query_one("#problems", Static).update("\n".join(notes))
         self.refreshes += 1
@@ -178,6 +182,7 @@ class Dashboard(App):
         table.clear()
         for row in rows:
             table.add_row(*row.cells, key=row.key)
+            table.update_cell(row.key, "problems", row.cells[-1], update_width=True)
         self._rows = {r.key: r for r in rows}
         if cursor in self._rows:
             table.move_cursor(row=list(self._rows).index(cursor))
