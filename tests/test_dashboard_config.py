@@ -161,3 +161,20 @@ def test_nr_vcpus_auto_switch(host, cfg):
         assert screen.query_one("#f-nr_vcpus").disabled
 
     drive(app, script)
+
+
+def test_an_ordinary_user_may_look_but_not_apply(host, cfg):
+    why = "this changes the host or libvirt and needs root; run it with sudo"
+    app = make_app(host, cfg, read_only=why)
+
+    async def script(pilot):
+        screen = await open_dialog(pilot)
+        assert f"read-only: {why}" in screen_text(app)
+        await pick(pilot, screen, PLAIN_UUID)
+        await type_into(pilot, screen, "title", "mine")
+        assert screen.query_one("#apply").disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        assert cfg.read_text() == CONFIG
+
+    drive(app, script)

@@ -32,8 +32,8 @@ COLUMNS = (("name", "NAME"), ("state", "STATE"), ("rt", "RT"), ("vcpus", "VCPUS"
 WIDTHS = {"name": 20, "state": 11, "rt": 2, "vcpus": 5, "cpuset": 16, "tuning": 9,
           "title": 36}
 # Actions that change the host, libvirt or the config: root only.
-CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all",
-            "edit_config"}
+# The configuration dialog opens for anybody; its Apply is root's.
+CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all"}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class ConfigScreen(Screen):
     #cfg-diag { height: 8; border: round $primary; padding: 0 1; }
     #cfg-ondisk { background: $warning-darken-2; padding: 0 1; height: auto; }
     #cfg-ondisk.hidden { display: none; }
+    #cfg-readonly { background: $warning-darken-2; padding: 0 1; height: auto; }
     #cfg-buttons { height: 3; }
     """
     BINDINGS = [
@@ -61,6 +62,8 @@ class ConfigScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        if self.app.read_only:
+            yield Static(f"read-only: {self.app.read_only}", id="cfg-readonly")
         yield Static("", id="cfg-ondisk", classes="hidden")
         with Horizontal(id="cfg-body"):
             yield OptionList(id="cfg-vms")
