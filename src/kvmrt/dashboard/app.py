@@ -98,6 +98,7 @@ class Dashboard(App):
         self._rows: dict[str, Row] = {}
         self.statuses: dict[str, VmStatus] = {}
         self.refreshes = 0
+        self._reading = False
         self.diagnostics: list = []     # the config's errors and warnings
 
     # -- layout ---------------------------------------------------------------
@@ -131,8 +132,15 @@ class Dashboard(App):
 
     # -- refresh ----------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="refresh")
     def refresh_vms(self) -> None:
+        """Start a refresh unless one is still reading (a slow host never
+        piles up readers)."""
+        if not self._reading:
+            self._reading = True
+            self._read()
+
+    @work(thread=True, group="refresh")
+    def _read(self) -> None:
         """Read config, libvirt and /proc in a thread; show it on the UI thread."""
         try:
             config = self._current_config()
@@ -142,6 +150,8 @@ class Dashboard(App):
         except KvmrtError as exc:
             self.call_from_thread(self._show_error, str(exc))
             return
+        finally:
+            self._reading = False
         self.call_from_thread(self._show, statuses, warnings)
 
     def _current_config(self) -> Config:
