@@ -214,3 +214,23 @@ def test_runtime_details_list_the_threads_live(host, cfg):
         assert app.screen is app.screen_stack[0]
 
     drive(app, script)
+
+
+def test_differences_with_libvirt_then_resynchronize(host, cfg):
+    app = make_app(host, cfg)
+
+    async def script(pilot):
+        await app.run_action("sync_plan")
+        job = await finished_job(pilot)
+        assert job.ok and "RedHawk-8.4: out of step" in job.lines
+        assert any(line.startswith("+") and "vcpupin" in line for line in job.lines)
+        await close_job(pilot)
+        await app.run_action("sync")
+        job = await finished_job(pilot)
+        assert "RedHawk-8.4: updated" in job.lines
+        await close_job(pilot)
+        await app.run_action("sync_plan")
+        job = await finished_job(pilot)
+        assert job.lines == ["RedHawk-8.4-RT: in step", "RedHawk-8.4: in step"]
+
+    drive(app, script)

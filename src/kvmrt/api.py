@@ -58,8 +58,8 @@ __all__ = [
     "ApplyReport", "BootReport", "ConfigChangedOnDisk", "ConfigHasErrors", "CpuInfo",
     "CpuState", "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
     "apply_edit", "boot", "change_refused", "cpu_states", "engine_lines", "result_lines", "host_cpus", "import_into",
-    "importable_domains", "leftover_warnings", "pci_devices", "resolved_cpuset",
-    "retune", "shutdown", "validate_text", "vm_statuses",
+    "importable_domains", "leftover_warnings", "outcome_lines", "pci_devices", "resolved_cpuset",
+    "retune", "shutdown", "sync_libvirt", "validate_text", "vm_statuses",
 ]
 
 
@@ -373,6 +373,24 @@ def apply_edit(session: Session, original: str, text: str) -> ApplyReport:
     report.outcomes = sync_to_libvirt(config.active(), session.host.topology, domains,
                                       query=False)
     return report
+
+
+def sync_libvirt(session: Session, config: Config, *, query: bool) -> list[Outcome]:
+    """``kvmrt-sync-config [-q]``: write the active VMs into libvirt (with
+    ``query``, only say which are out of step, with the diff)."""
+    if not query:
+        _require_root()
+    refuse_errors(config, session.host)
+    return sync_to_libvirt(config.active(), session.host.topology, session.domains,
+                           query=query)
+
+
+def outcome_lines(outcome: Outcome) -> list[str]:
+    """One VM's sync outcome as kvmrt-sync-config prints it."""
+    if outcome.status == "failed":
+        return [f"{outcome.vm}: failed: {'; '.join(outcome.messages)}"]
+    return ([f"{outcome.vm}: {outcome.status}"] + outcome.diff.splitlines()
+            + [f"warning: {m}" for m in outcome.messages])
 
 
 # -- import (kvmrt-import) -----------------------------------------------------

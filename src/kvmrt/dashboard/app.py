@@ -33,7 +33,8 @@ WIDTHS = {"name": 20, "state": 11, "rt": 2, "vcpus": 5, "cpuset": 16, "tuning": 
           "title": 36}
 # Actions that change the host, libvirt or the config: root only.
 # The configuration dialog opens for anybody; its Apply is root's.
-CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all"}
+CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all",
+            "sync"}
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,16 @@ class Dashboard(App):
         from kvmrt.dashboard.dialogs import MainMenu
 
         self.push_screen(MainMenu(), lambda choice: choice and self.run_action(choice))
+
+    def action_sync_plan(self) -> None:
+        from kvmrt.dashboard.jobs import Job, JobScreen
+
+        self.push_screen(JobScreen(Job("sync", dry_run=True)))
+
+    def action_sync(self) -> None:
+        from kvmrt.dashboard.jobs import Job, JobScreen
+
+        self.push_screen(JobScreen(Job("sync")))
 
     def action_about(self) -> None:
         from kvmrt.dashboard.dialogs import TextPage, about_text

@@ -65,6 +65,8 @@ def VmMenu(s: VmStatus, *, read_only: str | None) -> _Menu:
 def MainMenu() -> _Menu:
     return _Menu("Menu", [
         ("edit_config", "Edit ▸ Configuration…", True),
+        ("sync_plan", "Edit ▸ Differences with libvirt", True),
+        ("sync", "Edit ▸ Resynchronize libvirt with the config", True),
         ("toggle_disabled", "View ▸ Show/hide disabled VMs", True),
         ("boot_all", "VMs ▸ Boot all…", True),
         ("shutdown_all", "VMs ▸ Shutdown all…", True),

@@ -27,7 +27,7 @@ Say = Callable[[str], None]
 class Job:
     """Boot or shut down VMs (names: the selected ones; none: the config's)."""
 
-    what: str                           # boot, retune, shutdown
+    what: str                           # boot, retune, shutdown, sync (libvirt)
     names: list[str] = field(default_factory=list)
     every: bool = False                 # boot: every enabled VM, not only autostart
     clean: bool = False
@@ -37,7 +37,8 @@ class Job:
     @property
     def title(self) -> str:
         who = ", ".join(self.names) or ("every enabled VM" if self.every or
-                                        self.what == "shutdown" else "the autostart VMs")
+                                        self.what in ("shutdown", "sync")
+                                        else "the autostart VMs")
         flags = [w for w, on in (("clean", self.clean), ("force", self.force)) if on]
         plan = "plan: " if self.dry_run else ""
         return f"{plan}{self.what} {who}" + (f" ({', '.join(flags)})" if flags else "")
@@ -45,6 +46,8 @@ class Job:
     def run(self, session: api.Session, say: Say) -> bool:
         """Do it; True when every VM succeeded."""
         config = session.load()
+        if self.what == "sync":
+            return self._sync(session, config, say)
         if self.what in ("boot", "retune"):
             return self._boot(session, config, say)
         return self._shutdown(session, config, say)
@@ -63,6 +66,13 @@ class Job:
         for line in lines:
             say(line)
         return not report.failed
+
+    def _sync(self, session: api.Session, config, say: Say) -> bool:
+        outcomes = api.sync_libvirt(session, config, query=self.dry_run)
+        for outcome in outcomes:
+            for line in api.outcome_lines(outcome):
+                say(line)
+        return not any(o.status == "failed" for o in outcomes)
 
     def _shutdown(self, session: api.Session, config, say: Say) -> bool:
         report = api.shutdown(session, config, self.names, force=self.force,
