@@ -4,12 +4,9 @@ Threadripper host tree and libvirt's test driver."""
 
 from __future__ import annotations
 
-from dashboard_util import (cfg, host,  # noqa: F401  (fixtures)
-                            CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, screen_text,
-                            stop_watcher, wait_for)
+from dashboard_util import cfg, host  # noqa: F401  (fixtures)
+from dashboard_util import CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.jobs import JobScreen
-
-
 
 
 def cells(app, key):

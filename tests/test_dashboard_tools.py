@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import CONFIG, RT_UUID, drive, make_app, screen_text, wait_for
+from dashboard_util import RT_UUID, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
 from kvmrt.dashboard.tools import CpuStatusScreen, InterruptsScreen, TopologyScreen
 from kvmrt.dashboard.welcome import Welcome

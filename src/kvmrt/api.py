@@ -14,10 +14,16 @@ host root of ``KVMRT_FSROOT``) and calls:
 - :func:`boot` (``kvmrt-boot``; a running VM is retuned, see
   :func:`retune`), :func:`shutdown` (``kvmrt-shutdown``), each with
   ``dry_run`` for the plan and a per-VM ``progress`` callback;
-- :func:`validate_text` and :func:`apply_edit` (``kvmrt-edit-config``);
-- :func:`importable_domains` and :func:`import_into` (``kvmrt-import``);
-- host views: :func:`host_cpus`, :func:`pci_devices`,
-  :class:`InterruptSampler` (``/proc/interrupts`` deltas).
+- :func:`diagnose` (``kvmrt-validate-config``), :func:`validate_text` and
+  :func:`apply_edit` (``kvmrt-edit-config``), :func:`sync_libvirt`
+  (``kvmrt-sync-config [-q]``);
+- :func:`importable_domains`, :func:`import_into` (``kvmrt-import``) and
+  :func:`create_empty`;
+- host views: :func:`host_cpus` (topology with CPUSET numbering and
+  owners), :func:`cpu_states`, :func:`pci_devices`,
+  :class:`InterruptSampler` (``/proc/interrupts`` deltas);
+- :func:`result_lines`, :func:`engine_lines`, :func:`outcome_lines`: the
+  lines the tools print for a result, so every front end says the same.
 
 :func:`change_refused` says why this process may not change anything
 (``None`` for root).
@@ -36,7 +42,7 @@ from kvmrt import diagnostics as diag
 from kvmrt.config import inifile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config, parse_config
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError, UnknownHostObject
+from kvmrt.errors import KvmrtError
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.model import Host
 from kvmrt.host.tasks import read_tasks
@@ -179,7 +185,7 @@ def resolved_cpuset(vm, host: Host) -> str:
     """The CPUs a VM's cpuset resolves to on this host, as CPU ids, or why not."""
     try:
         return format_ids(place(vm, host.topology).cpuset) or "-"
-    except (UnknownHostObject, AttributeError, TypeError) as exc:
+    except KvmrtError as exc:     # UnknownHostObject: a CPU, core or node it lacks
         return str(exc)
 
 
