@@ -204,11 +204,19 @@ def test_runtime_details_list_the_threads_live(host, cfg):
         await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen))
         table = app.screen.query_one("#threads")
         await wait_for(pilot, lambda: table.row_count > 0)
-        roles = {str(table.get_row(k)[2]) for k in table.rows}
+        roles = {str(table.get_row(k)[3]) for k in table.rows}
         assert {"emulator", "vCPU 0", "vCPU 3"} <= roles
         assert "RedHawk-8.4-RT: running, rt" in screen_text(app)
         await pilot.press("escape")
         assert app.screen is app.screen_stack[0]
+
+        await app.run_action("details_all")          # View > runtime details of all VMs
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen))
+        await wait_for(pilot, lambda: "RedHawk-8.4: shut off" in screen_text(app))
+        assert "no threads: not running" in screen_text(app)
+        table = app.screen.query_one("#threads")
+        await wait_for(pilot, lambda: table.row_count > 0)
+        assert {str(table.get_row(k)[0]) for k in table.rows} == {"RedHawk-8.4-RT"}
 
     drive(app, script)
 

@@ -76,8 +76,8 @@ def test_real_boot_and_shutdown_from_the_dashboard(real_host, real_vm):
         details = app.screen.query_one("#threads")
         await wait_for(pilot, lambda: details.row_count > 0)
         vcpu = next(details.get_row(k) for k in details.rows
-                    if str(details.get_row(k)[2]) == "vCPU 0")
-        assert str(vcpu[3]) == "1"
+                    if str(details.get_row(k)[3]) == "vCPU 0")
+        assert str(vcpu[4]) == "1"
         await pilot.press("escape")
         await app.run_action("shutdown_force")       # a disk-less guest ignores ACPI
         lines = await job_lines(pilot)

@@ -272,6 +272,11 @@ class Dashboard(App):
         if s is not None:
             self.push_screen(DetailsScreen(s.vm.name))
 
+    def action_details_all(self) -> None:
+        from kvmrt.dashboard.dialogs import DetailsScreen
+
+        self.push_screen(DetailsScreen())
+
     def action_console(self) -> None:
         s = self._vm_or_say()
         if s is None:

@@ -68,6 +68,7 @@ def MainMenu() -> _Menu:
         ("sync_plan", "Edit ▸ Differences with libvirt", True),
         ("sync", "Edit ▸ Resynchronize libvirt with the config", True),
         ("toggle_disabled", "View ▸ Show/hide disabled VMs", True),
+        ("details_all", "View ▸ Runtime details of all VMs", True),
         ("boot_all", "VMs ▸ Boot all…", True),
         ("shutdown_all", "VMs ▸ Shutdown all…", True),
         ("topology", "Tools ▸ Host topology", True),
@@ -118,12 +119,14 @@ def man_text(page: str = "kvmrt") -> str:
 
 
 class DetailsScreen(Screen):
-    """A VM's threads as ``kvmrt-stat -t`` shows them, refreshed live."""
+    """Threads as ``kvmrt-stat -t`` shows them, refreshed live: of one VM,
+    or (no name) of every enabled VM."""
 
     BINDINGS = [("escape", "app.pop_screen", "Back"), ("q", "app.pop_screen", "Back")]
     CSS = "#summary { padding: 0 1; height: auto; }"
+    COLUMNS = ("vm", "tid", "thread", "role", "affinity", "cpu")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.vm_name = name
 
@@ -131,14 +134,13 @@ class DetailsScreen(Screen):
         yield Header()
         yield Static("", id="summary")
         table = DataTable(id="threads", cursor_type="row")
-        for key, label in (("tid", "TID"), ("thread", "THREAD"), ("role", "ROLE"),
-                           ("affinity", "AFFINITY"), ("cpu", "CPU")):
-            table.add_column(label, key=key)
+        for key in self.COLUMNS:
+            table.add_column(key.upper(), key=key)
         yield table
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"runtime details: {self.vm_name}"
+        self.sub_title = f"runtime details: {self.vm_name or 'every enabled VM'}"
         self.load()
         self.set_interval(2.0, self.load)
 
@@ -146,34 +148,40 @@ class DetailsScreen(Screen):
     def load(self) -> None:
         try:
             config = self.app.session.load()
-            (s,) = api.vm_statuses(self.app.session, config, names=[self.vm_name],
-                                   threads=True)
+            found = api.vm_statuses(self.app.session, config, threads=True,
+                                    names=[self.vm_name] if self.vm_name else ())
         except KvmrtError as exc:
             self.app.call_from_thread(self._summary, f"error: {exc}")
             return
-        self.app.call_from_thread(self._show, s)
+        self.app.call_from_thread(self._show, found)
 
     def _summary(self, text: str) -> None:
         self.query_one("#summary", Static).update(text)
 
-    def _show(self, s: VmStatus) -> None:
-        p = s.placement
-        lines = [f"{s.vm.name}: {s.state}, {'rt' if s.vm.rt else 'not rt'}, "
-                 f"vCPUs {p.nr_vcpus if p else '-'}, cpuset "
-                 f"{(format_ids(p.cpuset) or '-') if p else '-'}, tuning {s.tuning or '-'}"]
-        lines += [f"  {problem}" for problem in s.problems]
-        if s.threads is None:
-            lines.append("no threads: the VM is not running (or QEMU's status is unreadable)")
-        self._summary("\n".join(lines))
-        table = self.query_one("#threads", DataTable)
-        rows = {str(t.tid): (str(t.tid), t.name, t.role, format_ids(t.affinity),
+    def _show(self, found: list[VmStatus]) -> None:
+        self._summary("\n".join(line for s in found for line in _summary_lines(s)))
+        rows = {str(t.tid): (s.vm.name, str(t.tid), t.name, t.role, format_ids(t.affinity),
                              "-" if t.cpu is None else str(t.cpu))
-                for t in s.threads or []}
+                for s in found for t in s.threads or []}
+        table = self.query_one("#threads", DataTable)
         for key in [k.value for k in table.rows if k.value not in rows]:
             table.remove_row(key)
+        shown = {k.value for k in table.rows}
         for key, cells in rows.items():
-            if key in {k.value for k in table.rows}:
-                for col, value in zip(("tid", "thread", "role", "affinity", "cpu"), cells):
-                    table.update_cell(key, col, value)
-            else:
+            if key not in shown:
                 table.add_row(*cells, key=key)
+                continue
+            for col, value in zip(self.COLUMNS, cells):
+                if str(table.get_cell(key, col)) != value:
+                    table.update_cell(key, col, value)
+
+
+def _summary_lines(s: VmStatus) -> list[str]:
+    p = s.placement
+    lines = [f"{s.vm.name}: {s.state}, {'rt' if s.vm.rt else 'not rt'}, "
+             f"vCPUs {p.nr_vcpus if p else '-'}, cpuset "
+             f"{(format_ids(p.cpuset) or '-') if p else '-'}, tuning {s.tuning or '-'}"]
+    lines += [f"  {problem}" for problem in s.problems]
+    if s.threads is None:
+        lines.append("  no threads: not running (or QEMU's status is unreadable)")
+    return lines
