@@ -7,6 +7,7 @@ from __future__ import annotations
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
 from dashboard_util import CONFIG, PLAIN_UUID, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
+from kvmrt.dashboard.draft import Draft
 
 
 
@@ -97,8 +98,14 @@ def test_apply_writes_the_file_and_syncs_libvirt(host, cfg):
         assert not screen.errors() and labels(screen)[1] == "*  RedHawk-8.4"
         await pilot.click("#apply")
         await wait_for(pilot, lambda: not screen.draft.changed() and screen.applied)
-        assert screen.applied == [f"{cfg}: saved", "RedHawk-8.4-RT: updated",
-                                  "RedHawk-8.4: updated"]
+        # Only the VM the edit changed is synced, as kvmrt-edit-config does:
+        # RedHawk-8.4-RT, out of step with libvirt but untouched, is left alone.
+        assert screen.applied == [
+            f"{cfg}: saved",
+            "RedHawk-8.4-RT: not changed by this edit, out of step with libvirt and left "
+            "as it is: 'kvmrt-sync-config -r RedHawk-8.4-RT' takes libvirt's side, "
+            "'kvmrt-sync-config RedHawk-8.4-RT' the config's",
+            "RedHawk-8.4: updated"]
         text = cfg.read_text()
         assert "cpuset = 4-5\nautostart = true\n" in text
         assert "title = Edited in the dashboard\n" in text
@@ -178,3 +185,38 @@ def test_an_ordinary_user_may_look_but_not_apply(host, cfg):
         assert cfg.read_text() == CONFIG
 
     drive(app, script)
+
+
+COMMENTED = """\
+# lab host, rack 3 (kept by every rewrite)
+[fde74e84-0e1b-404e-90e7-72101e79c48a]
+name = first
+; the old value was cpuset = 1
+cpuset  =  2-3
+rt = yes
+
+# the second VM
+[aeec46cc-0638-4949-ac04-146b233194a9]
+name = second
+title = Second
+"""
+
+
+def test_the_dialog_changes_only_the_lines_of_what_the_user_changed():
+    draft = Draft.of(COMMENTED)
+    first, second = draft.vms
+    first.set("cpuset", "4-5")
+    second.set("title", "")
+    assert draft.text() == COMMENTED.replace("cpuset  =  2-3", "cpuset  =  4-5").replace(
+        "title = Second\n", "")
+
+
+def test_reordering_in_the_dialog_moves_each_vm_with_its_comments():
+    draft = Draft.of(COMMENTED)
+    draft.move("aeec46cc-0638-4949-ac04-146b233194a9", -1)
+    assert draft.text() == (
+        "# lab host, rack 3 (kept by every rewrite)\n"
+        "# the second VM\n[aeec46cc-0638-4949-ac04-146b233194a9]\nname = second\n"
+        "title = Second\n\n"
+        "[fde74e84-0e1b-404e-90e7-72101e79c48a]\nname = first\n"
+        "; the old value was cpuset = 1\ncpuset  =  2-3\nrt = yes\n")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kvmrt import diagnostics as diag
+from kvmrt import edit
 from kvmrt.config import inifile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config, parse_config
 from kvmrt.config.sets import format_ids
@@ -88,12 +89,8 @@ class VmsRunning(KvmrtError):
                          "nothing started")
 
 
-class ConfigChangedOnDisk(KvmrtError):
-    """The file is not what the editor started from; it was not overwritten."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(f"{path} changed on disk while you were editing; not overwritten")
+# The file is not what the editor started from; it was not overwritten.
+ConfigChangedOnDisk = edit.ChangedOnDisk
 
 
 class NotRoot(KvmrtError):
@@ -351,33 +348,37 @@ def validate_text(text: str, path: str | None, host: Host) -> tuple[Config, list
 
 @dataclass
 class ApplyReport:
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)   # the changed VMs, synced
     sync_error: str | None = None     # saved, but libvirt was not synced
+    lines: list[str] = field(default_factory=list)          # what else kvmrt-edit-config says
 
 
 def apply_edit(session: Session, original: str, text: str) -> ApplyReport:
     """Save ``text`` as the config when the file still reads ``original``
     (else ConfigChangedOnDisk), atomically under the config's lock, then
-    write the active VMs into libvirt, as ``kvmrt-edit-config`` does.
-    Refuses a text with errors (ConfigHasErrors) and changes nothing."""
+    write into libvirt the VMs the edit changed, as ``kvmrt-edit-config``
+    does (:mod:`kvmrt.edit`). Refuses a text whose save would be refused
+    (ConfigHasErrors) and changes nothing then."""
     _require_root()
-    config, found = validate_text(text, session.path, session.host)
-    errors = [d for d in found if d.is_error]
-    if errors:
-        raise ConfigHasErrors(session.path, errors)
-    with inifile.locked(session.path):
-        if session.read_text() != original:
-            raise ConfigChangedOnDisk(session.path)
-        inifile.write_atomic(session.path, text)
-    report = ApplyReport()
+    before = parse_config(original, session.path)
+    after = parse_config(text, session.path)
     try:
-        domains = session.domains
+        domains, why = session.domains, None
     except KvmrtError as exc:
-        report.sync_error = (f"saved, but libvirt was not synced: {exc}; "
-                             "run kvmrt-sync-config later")
+        domains, why = None, str(exc)
+    check = edit.check_edit(before, after, session.host, domains)
+    if check.has_errors:
+        raise ConfigHasErrors(session.path, [d for d in check.found if d.is_error])
+    edit.save_edit(session.path, original, text)
+    report = ApplyReport()
+    if domains is None:
+        report.sync_error = f"saved, but libvirt was not synced: {why}; run kvmrt-sync-config later"
         return report
-    report.outcomes = sync_to_libvirt(config.active(), session.host.topology, domains,
-                                      query=False)
+    done = edit.sync_edit(before, after, session.host, domains)
+    report.outcomes = done.outcomes
+    report.lines = done.removed + [line for line in map(edit.unsynced_line, done.unsynced)
+                                   if line is not None]
+    report.lines += [f"warning: {line}" for line in done.undefined]
     return report
 
 
@@ -409,7 +410,7 @@ def importable_domains(session: Session, config: Config) -> list[Domain]:
 def import_into(session: Session, names: list[str]) -> list[str]:
     """``kvmrt-import NAME...`` (creates the file): the names added."""
     from kvmrt.config.file import editing, write_config
-    from kvmrt.libvirt_sync.importer import check_still_valid, import_domains
+    from kvmrt.libvirt_sync.importer import import_domains
 
     _require_root()
     chosen = [d for d in session.domains.all() if d.name in names]
@@ -417,11 +418,12 @@ def import_into(session: Session, names: list[str]) -> list[str]:
         broken = [p for p in config.problems if p.is_error]
         if broken:
             raise ConfigHasErrors(config.path, broken)
-        before = Config(config.path, list(config.vms), config.problems)
         result = import_domains(config, chosen, session.host, update=False)
         if result.added:
-            check_still_valid(before, config, session.host)
             write_config(config)
+    if result.refused:
+        raise KvmrtError("; ".join(result.refused)
+                         + (f" (imported: {', '.join(result.added)})" if result.added else ""))
     return result.added
 
 

@@ -312,6 +312,7 @@ class ConfigScreen(Screen):
         else:
             lines = [f"{self.app.session.path}: saved"]
             lines += [report.sync_error] if report.sync_error else []
+            lines += report.lines
             for o in report.outcomes:
                 lines.append(f"{o.vm}: failed: {'; '.join(o.messages)}" if o.status == "failed"
                              else f"{o.vm}: {o.status}")

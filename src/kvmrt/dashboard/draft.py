@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kvmrt.config import inifile
+from kvmrt.config import iniedit, inifile
 from kvmrt.config.model import ATTRIBUTES, parse_bool
 
 ORDER = ["name"] + [k for k in ATTRIBUTES if k != "name"]
@@ -69,7 +69,9 @@ class Draft:
     def text(self) -> str:
         if not self.changed():
             return self.original
-        return inifile.format((vm.uuid, vm.ordered()) for vm in self.vms)
+        # Only the lines of what changed: the file's comments, blank lines
+        # and spelling stay (kvmrt.config.iniedit).
+        return iniedit.rewrite(self.original, [(vm.uuid, vm.ordered()) for vm in self.vms])
 
     def changed(self) -> bool:
         return [vm.uuid for vm in self.vms] != list(self.base) or any(
