@@ -55,8 +55,9 @@ def screen_text(app) -> str:
         "\xa0", " ")
 
 
-async def wait_for(pilot, condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Let the app run until ``condition()`` holds (workers are threads)."""
+async def wait_for(pilot, condition: Callable[[], object], timeout: float = 60.0) -> None:
+    """Let the app run until ``condition()`` holds (workers are threads); the
+    timeout is generous because CI machines can be slow and loaded."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():

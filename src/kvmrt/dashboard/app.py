@@ -353,7 +353,7 @@ def main_app(path: str | None, uri: str | None) -> Dashboard:
               help=f"Config file (default {DEFAULT_PATH}).")
 @click.option("-c", "--connect", "uri", default=None, metavar="URI",
               help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
-@click.version_option(package_name="kvmrt", prog_name="kvmrt")
+@click.version_option(package_name="kvmrt", prog_name="kvmrt", message="%(prog)s %(version)s")
 def main(path: str | None, uri: str | None) -> None:
     """The kvmrt dashboard: the VMs of the config with their power state and
     real-time tuning, refreshed every 2 s; boot, shut down, retune, console,
