@@ -1,6 +1,7 @@
 """The plan is typed: each host setting is a value that knows its journal
 key, its label, how it shows its values and how it is written; the
-journal on disk keeps the format older kvmrt wrote.
+journal on disk keeps the format older kvmrt wrote; the statuses of a
+boot, a shutdown and a sync are enums that print the words they did.
 
 ``data/journal-v1.jsonl`` was written by kvmrt before the settings were
 typed (commit 80c294b), tuning the VM :data:`RT` on :func:`simlike_v1`:
@@ -17,14 +18,18 @@ from pathlib import Path
 import pytest
 
 import hostgen
-from kvmrt.host import HostFS
+from kvmrt.config.file import load_config, parse_config
+from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import Task
+from kvmrt.libvirt_sync.sync import SyncStatus, sync_to_libvirt
+from kvmrt.lifecycle import RUNNING, RunStatus, boot_vm
 from kvmrt.tuning import engine
 from kvmrt.tuning.journal import Journal
 from kvmrt.tuning.model import Action, Setting, summarize
 from kvmrt.tuning.settings import (KINDS, CgroupCpuset, CpuOnline, DefaultIrqAffinity,
                                    IrqAffinity, TaskAffinity, WorkqueueMask)
 from test_kernel_model import RT, simlike
+from test_sync import EXAMPLE, domains  # noqa: F401 (a fixture: libvirt's test driver)
 from test_tuning import changed, rt_vm, tree
 
 OLD_JOURNAL = Path(__file__).parent / "data" / "journal-v1.jsonl"
@@ -98,3 +103,34 @@ def test_the_plan_is_written_kind_by_kind_and_summarized_in_that_order(make_host
     assert kinds == sorted(kinds, key=KINDS.index)
     assert summarize(actions) == ("CPUs online/offline 2, cgroup cpusets 2, threads 12, "
                                   "IRQs 5, default IRQ affinity 1, workqueue cpumask 1")
+
+
+# --- statuses are enums that print as before ----------------------------------
+
+UNDEFINED = "[00000000-0000-4000-8000-0000000000ff]\nname = nowhere\ncpuset = 2-3\n"
+
+
+def test_sync_outcomes_are_enum_members_that_print_their_word(domains, threadripper):
+    topology = read_host(HostFS(threadripper)).topology
+    vms = load_config(str(EXAMPLE)).select(("RedHawk-8.4-RT",))
+    (queried,) = sync_to_libvirt(vms, topology, domains, query=True)
+    (synced,) = sync_to_libvirt(vms, topology, domains, query=False)
+    (again,) = sync_to_libvirt(vms, topology, domains, query=True)
+    (missing,) = sync_to_libvirt(parse_config(UNDEFINED).vms, topology, domains, query=True)
+    assert [o.status for o in (queried, synced, again, missing)] == [
+        SyncStatus.OUT_OF_STEP, SyncStatus.UPDATED, SyncStatus.IN_STEP, SyncStatus.FAILED]
+    assert [f"{s}" for s in SyncStatus] == ["in step", "out of step", "updated", "failed"]
+
+
+def test_boot_results_are_enum_members_that_print_their_word(domains, threadripper):
+    fs = HostFS(threadripper)
+    topology = read_host(fs).topology
+    vm = load_config(str(EXAMPLE)).find("RedHawk-8.4-RT")
+    running = domains.state(vm.uuid) in RUNNING
+    dry = boot_vm(fs, domains, vm, topology, dry_run=True)
+    assert dry.status is (RunStatus.WOULD_RETUNE if running else RunStatus.WOULD_START)
+    failed = boot_vm(fs, domains, parse_config(UNDEFINED).vms[0], topology, dry_run=True)
+    assert failed.status is RunStatus.FAILED and "no libvirt domain" in failed.error
+    assert [f"{s}" for s in RunStatus] == [
+        "started", "retuned", "would be started", "would be retuned", "stopped",
+        "powered off", "failed"]

@@ -25,7 +25,7 @@ from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, _check_rename,
+from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, SyncStatus, XmlChange, _check_rename,
                                      sync_to_libvirt)
 from kvmrt.validate import validate
 
@@ -263,7 +263,8 @@ def _sync(before: Config, after: Config, host: Host, libvirt: _Libvirt) -> None:
         if vm in defined:
             outcomes += sync_to_libvirt([vm], host.topology, domains, query=False)
         else:
-            outcomes.append(Outcome(vm.label, "failed", messages=[_not_defined(vm, after.path)]))
+            outcomes.append(Outcome(vm.label, SyncStatus.FAILED,
+                                    messages=[_not_defined(vm, after.path)]))
     report(outcomes, query=False)
 
 
@@ -274,11 +275,11 @@ def _removed(before: Config, after: Config) -> list[VmConfig]:
 
 def _say_unsynced(o: Outcome) -> None:
     """A VM the edit did not change, as libvirt has it."""
-    if o.status == "out of step":
+    if o.status is SyncStatus.OUT_OF_STEP:
         click.echo(f"{o.vm}: not changed by this edit, out of step with libvirt and left "
                    f"as it is: 'kvmrt-sync-config -r {o.vm}' takes libvirt's side, "
                    f"'kvmrt-sync-config {o.vm}' the config's")
-    elif o.status == "failed":
+    elif o.status is SyncStatus.FAILED:
         click.echo(f"warning: {o.vm}: cannot compare with libvirt: {'; '.join(o.messages)}",
                    err=True)
 

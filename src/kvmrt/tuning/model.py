@@ -115,7 +115,10 @@ class Setting(ABC):
         return False
 
     def show(self, value: Value) -> str:
-        return show_cpus(value)
+        """A value as kvmrt prints it: a CPU list, ``(none)`` when empty."""
+        if isinstance(value, frozenset):
+            return format_ids(value) or "(none)"
+        return str(value)
 
     @classmethod
     @abstractmethod
@@ -136,12 +139,6 @@ class Setting(ABC):
         """Write several at once, for a kind whose writes depend on each
         other (a ``batch``)."""
         raise NotImplementedError(cls.__name__)
-
-
-def show_cpus(value: Value) -> str:
-    if isinstance(value, frozenset):
-        return format_ids(value) or "(none)"
-    return str(value)
 
 
 @dataclass(frozen=True)
