@@ -50,7 +50,7 @@ from kvmrt.host.tasks import read_tasks
 from kvmrt.hostview import owners_of
 from kvmrt.libvirt_sync.connection import connect, default_uri
 from kvmrt.libvirt_sync.domains import Domain, Domains
-from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
+from kvmrt.libvirt_sync.sync import Outcome, SyncStatus, sync_to_libvirt
 from kvmrt.lifecycle import RUNNING, VmResult, boot_vm, shutdown_vms
 from kvmrt.placement import place
 from kvmrt.status import VmStatus, collect, leftovers
@@ -66,7 +66,7 @@ __all__ = [
     "CpuState", "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
     "apply_edit", "boot", "change_refused", "cpu_states", "engine_lines", "result_lines", "host_cpus", "import_into",
     "importable_domains", "leftover_warnings", "outcome_lines", "pci_devices", "resolved_cpuset",
-    "retune", "shutdown", "sync_libvirt", "validate_text", "vm_statuses",
+    "retune", "shutdown", "SyncStatus", "sync_libvirt", "validate_text", "vm_statuses",
 ]
 
 
@@ -394,7 +394,7 @@ def sync_libvirt(session: Session, config: Config, *, query: bool) -> list[Outco
 
 def outcome_lines(outcome: Outcome) -> list[str]:
     """One VM's sync outcome as kvmrt-sync-config prints it."""
-    if outcome.status == "failed":
+    if outcome.status is SyncStatus.FAILED:
         return [f"{outcome.vm}: failed: {'; '.join(outcome.messages)}"]
     return ([f"{outcome.vm}: {outcome.status}"] + outcome.diff.splitlines()
             + [f"warning: {m}" for m in outcome.messages])

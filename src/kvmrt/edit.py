@@ -28,8 +28,8 @@ from kvmrt.config.model import VmConfig
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, check_rename,
-                                     sync_to_libvirt)
+from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, SyncStatus, XmlChange,
+                                     check_rename, sync_to_libvirt)
 from kvmrt.validate import validate
 
 
@@ -136,18 +136,18 @@ def sync_edit(before: Config, after: Config, host: Host, domains: Domains) -> Ed
         if vm in defined:
             done.outcomes += sync_to_libvirt([vm], host.topology, domains, query=False)
         else:
-            done.outcomes.append(Outcome(vm.label, "failed",
+            done.outcomes.append(Outcome(vm.label, SyncStatus.FAILED,
                                          messages=[not_defined(vm, after.path)]))
     return done
 
 
 def unsynced_line(o: Outcome) -> str | None:
     """A VM the edit did not change that is out of step, as libvirt has it."""
-    if o.status == "out of step":
+    if o.status is SyncStatus.OUT_OF_STEP:
         return (f"{o.vm}: not changed by this edit, out of step with libvirt and left "
                 f"as it is: 'kvmrt-sync-config -r {o.vm}' takes libvirt's side, "
                 f"'kvmrt-sync-config {o.vm}' the config's")
-    if o.status == "failed":
+    if o.status is SyncStatus.FAILED:
         return f"warning: {o.vm}: cannot compare with libvirt: {'; '.join(o.messages)}"
     return None
 

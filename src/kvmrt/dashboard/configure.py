@@ -314,7 +314,8 @@ class ConfigScreen(Screen):
             lines += [report.sync_error] if report.sync_error else []
             lines += report.lines
             for o in report.outcomes:
-                lines.append(f"{o.vm}: failed: {'; '.join(o.messages)}" if o.status == "failed"
+                failed = o.status is api.SyncStatus.FAILED
+                lines.append(f"{o.vm}: failed: {'; '.join(o.messages)}" if failed
                              else f"{o.vm}: {o.status}")
             self.app.call_from_thread(self.applied_lines, text, lines, True)
 

@@ -72,7 +72,7 @@ class Job:
         for outcome in outcomes:
             for line in api.outcome_lines(outcome):
                 say(line)
-        return not any(o.status == "failed" for o in outcomes)
+        return not any(o.status is api.SyncStatus.FAILED for o in outcomes)
 
     def _shutdown(self, session: api.Session, config, say: Say) -> bool:
         report = api.shutdown(session, config, self.names, force=self.force,
