@@ -453,6 +453,16 @@ def test_real_thread_affinity_round_trip(own_thread: int) -> None:
 
 
 @real_host
+def test_real_slash_spelled_otherwise_is_the_running_kernel(own_thread: int) -> None:
+    hotpluggable_cpu1()
+    fs = HostFS("/proc/..")
+    task = tasks.read_task(fs, os.getpid(), own_thread)
+    tasks.set_affinity(fs, task, frozenset({1}))
+    assert os.sched_getaffinity(own_thread) == {1}
+    assert tasks.read_task(fs, os.getpid(), own_thread).affinity == {1}
+
+
+@real_host
 def test_real_process_that_exited_vanishes() -> None:
     child = subprocess.Popen(["sleep", "60"])
     try:
