@@ -274,6 +274,14 @@ def test_parse_interrupts_takes_the_actions_column() -> None:
         121: "vfio-intx(0000:03:00.0), nvme0q0", 122: "vfio-msix[0](0000:21:00.0)"}
 
 
+def test_parse_interrupts_with_fewer_counts_than_cpus() -> None:
+    """A line with fewer counts than the header has CPUs keeps its columns."""
+    text = INTERRUPTS.replace("            CPU0       CPU1", "   CPU0   CPU1   CPU2")
+    assert irqs.parse_interrupts(text)[121] == "vfio-intx(0000:03:00.0), nvme0q0"
+    assert irqs.parse_interrupts(text)[13] == "rtc0"
+    assert irqs.parse_interrupts(INTERRUPTS)[13] == "rtc0", "a second text is parsed anew"
+
+
 # == CPU hotplug on fixture hosts ===============================================
 def test_set_online_writes_and_reads_back(threadripper: Path) -> None:
     fs = HostFS(threadripper)
