@@ -56,8 +56,11 @@ domain, and CPU 0 is never touched.
 
     sudo .venv/bin/python bench/bench_stat.py [--runs N] [--threads N]
 
-The goal: kvmrt-stat -t stays fast (well under a second, within a small
-factor of ps) on a host with thousands of threads.
+    sudo .venv/bin/python bench/bench_stat.py --baseline /tmp/old/src
+        (after: git archive OLD src | tar -x -C /tmp/old)
+
+The goal (issue 14): kvmrt-stat -t with a running rt VM at most 1.0x ps at
+10,000 and 30,000 threads.
 """
 
 from __future__ import annotations
@@ -165,7 +168,8 @@ RT_ROW = "kvmrt-stat -f RTCFG -t (rt VM: every thread)"
 PEER_ROW = " ".join(PEER)
 
 
-def measure(env: dict, cfg: Path, rtcfg: Path, runs: int) -> dict[str, tuple[float, float]]:
+def measure(env: dict, cfg: Path, rtcfg: Path, runs: int,
+            baseline: str | None = None) -> dict[str, tuple[float, float]]:
     from kvmrt.host.fs import HostFS
     from kvmrt.host.tasks import read_tasks
     from kvmrt.tuning.engine import take_snapshot
@@ -184,8 +188,17 @@ def measure(env: dict, cfg: Path, rtcfg: Path, runs: int) -> dict[str, tuple[flo
         "take_snapshot(HostFS('/')) in-process": timed_call(lambda: take_snapshot(fs), runs),
         "  of which read_tasks(HostFS('/'))": timed_call(lambda: read_tasks(fs), runs),
     }
-    rows["rt / ps (goal: at most 1.0)"] = tuple(a / b for a, b in zip(rows[RT_ROW], rows[PEER_ROW]))
+    rows["rt / ps (goal: at most 1.0)"] = ratio(rows[RT_ROW], rows[PEER_ROW])
+    if baseline:
+        old = {**env, "PYTHONPATH": baseline}
+        rows["the same, kvmrt from --baseline"] = timed(rt_stat, old, runs,
+                                                        ok=(stat_exit(old, rt_stat),))
+        rows["  baseline / ps"] = ratio(rows["the same, kvmrt from --baseline"], rows[PEER_ROW])
     return rows
+
+
+def ratio(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    return a[0] / b[0], a[1] / b[1]
 
 
 def stat_exit(env: dict, cmd: list[str]) -> int:
@@ -215,6 +228,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[10000, 30000],
                         help="threads of the host in all, the helper's added "
                              "(default 10000 30000)")
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="also time the rt row with PYTHONPATH=SRC (an older "
+                             "src/ of kvmrt, e.g. from git archive), in the same run")
     args = parser.parse_args()
     check_host()
     signal.signal(signal.SIGTERM, _terminate)
@@ -238,10 +254,10 @@ def main() -> None:
             raise RuntimeError(f"kvmrt-boot did not start {name}: {boot.stdout}{boot.stderr}")
         nr_vm_threads = vm_threads(env, cfg)
 
-        results = [measure(env, cfg, rtcfg, args.runs)]
+        results = [measure(env, cfg, rtcfg, args.runs, args.baseline)]
         for total in args.threads:
             start_helpers(total - host_threads(), helpers)
-            results.append(measure(env, cfg, rtcfg, args.runs))
+            results.append(measure(env, cfg, rtcfg, args.runs, args.baseline))
             stop_helpers(helpers)
     finally:
         stop_helpers(helpers)
