@@ -8,16 +8,22 @@ CPUs, ``3`` for 2). It accepts them back with or without the padding.
 
 from __future__ import annotations
 
-from typing import Iterable
+import functools
+from typing import TYPE_CHECKING, Iterable
 
 from kvmrt.errors import HostReadError, SetSyntaxError
-from kvmrt.host.fs import HostFS
+
+if TYPE_CHECKING:  # fs rewrites masks in status files: it imports this module
+    from kvmrt.host.fs import HostFS
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_mask(text: str) -> frozenset[int]:
-    """``"ff,ffffffff"`` -> CPUs 0-39. Raises :class:`SetSyntaxError` naming the text."""
+    """``"ff,ffffffff"`` -> CPUs 0-39. Raises :class:`SetSyntaxError` naming the text.
+
+    The parse of each text is kept: few distinct masks, read again and again."""
     digits = text.strip().replace(",", "")
     if not digits or not set(digits) <= _HEX:
         raise SetSyntaxError(text.strip(), "not a hex CPU mask such as ff,ffffffff")
