@@ -3,6 +3,11 @@
 Only the command layer prints. Library code raises :class:`KvmrtError`
 subclasses; :func:`run` turns them into one line on stderr and exit 1.
 ``--debug`` shows the traceback instead.
+
+A command module imports at its top only what ``--help`` and argument
+errors need (click, the config, the lock); libvirt, lxml, the host readers
+and the tuning code are imported where a command body uses them, so that
+``--help`` starts as fast as Python itself (tests/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -19,10 +24,10 @@ from kvmrt import diagnostics as diag
 from kvmrt import lockfile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config
 from kvmrt.errors import KvmrtError
-from kvmrt.host import HostFS, read_host
-from kvmrt.host.model import Host
-from kvmrt.libvirt_sync.connection import LibvirtError, connect
-from kvmrt.libvirt_sync.domains import Domain, Domains
+
+if TYPE_CHECKING:
+    from kvmrt.host.model import Host
+    from kvmrt.libvirt_sync.domains import Domain
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -110,6 +115,9 @@ def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
 
 def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | None]:
     """libvirt's persistent domains by lower-case UUID, or (None, why not)."""
+    from kvmrt.libvirt_sync.connection import LibvirtError, connect
+    from kvmrt.libvirt_sync.domains import Domains
+
     try:
         return {d.uuid.lower(): d for d in Domains(connect(uri, read_only=True)).all()}, None
     except LibvirtError as exc:
@@ -205,6 +213,8 @@ def print_results(results: list, *, verbose: bool) -> None:
 
 def host() -> Host:
     """The host under ``KVMRT_FSROOT`` (default ``/``)."""
+    from kvmrt.host import HostFS, read_host
+
     return read_host(HostFS())
 
 

@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,12 +23,11 @@ from kvmrt.config import inifile
 from kvmrt.config.file import Config, parse_config
 from kvmrt.config.model import VmConfig
 from kvmrt.errors import KvmrtError
-from kvmrt.host.model import Host
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, _check_rename,
-                                     sync_to_libvirt)
-from kvmrt.validate import validate
+
+if TYPE_CHECKING:
+    from kvmrt.host.model import Host
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.libvirt_sync.sync import Outcome
 
 
 @common.command
@@ -74,6 +74,9 @@ class _Libvirt:
         self._domains: Domains | None = None
 
     def domains(self) -> Domains | None:
+        from kvmrt.libvirt_sync.connection import connect
+        from kvmrt.libvirt_sync.domains import Domains
+
         if self._domains is None and self.why is None:
             try:
                 self._domains = Domains(connect(self.uri))
@@ -179,6 +182,8 @@ def _problems(before: Config, after: Config, host: Host,
     refuse; their errors block the save. Notes: what ``--all`` adds for the
     disabled VMs the edit changed; a disabled VM never blocks a save.
     """
+    from kvmrt.validate import validate
+
     found = validate(after, host)
     changed = _changed(before, after)
     disabled = {vm.label for vm in changed if vm.disabled}
@@ -199,6 +204,8 @@ def _refused_renames(vms: list[VmConfig], libvirt: _Libvirt,
                      path: str | None) -> list[diag.Diagnostic]:
     """A rename libvirt would refuse (the domain runs, or the name is taken)
     is an error before saving, not a failed sync after it."""
+    from kvmrt.libvirt_sync.sync import RenameRefused, XmlChange, _check_rename
+
     domains = libvirt.domains()
     out = []
     for vm in vms if domains is not None else []:
@@ -243,6 +250,8 @@ def _save(target: str, original: str, text: str, copy: str) -> None:
 
 def _sync(before: Config, after: Config, host: Host, libvirt: _Libvirt) -> None:
     """Sync the changed enabled VMs; report the others that are out of step."""
+    from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
+
     domains = libvirt.domains()
     if domains is None:
         common.fail(f"saved, but libvirt was not synced: {libvirt.why}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,8 +11,9 @@ from kvmrt.commands import common
 from kvmrt.config.model import AUTO
 from kvmrt.config.sets import format_ids
 from kvmrt.errors import UnknownHostObject
-from kvmrt.placement import Placement, place, placement_json
-from kvmrt.validate import validate
+
+if TYPE_CHECKING:
+    from kvmrt.placement import Placement
 
 
 @common.command
@@ -27,6 +29,9 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     Errors in the config are printed on stderr (exit 1); VMs whose cpuset
     cannot be interpreted are left out.
     """
+    from kvmrt.placement import place, placement_json
+    from kvmrt.validate import validate
+
     config = common.load(path)
     host = common.host()
     errors = [d for d in validate(config, host, include_disabled=include_disabled, names=vms)
