@@ -34,8 +34,8 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
 
     config = common.load(path)
     host = common.host()
-    errors = [d for d in validate(config, host, include_disabled=include_disabled, names=vms)
-              if d.is_error]
+    errors = validate(config, host, include_disabled=include_disabled, names=vms,
+                      errors_only=True)
     placements = []
     for vm in config.select(vms, include_disabled=include_disabled):
         if vm.invalid or not vm.name:
