@@ -16,8 +16,11 @@ from importlib.metadata import entry_points
 
 import pytest
 
-# What only a command body may import (prefixes: libvirtmod, kvmrt.hostcheck).
-HEAVY = ("libvirt", "lxml", "kvmrt.tuning", "kvmrt.host", "kvmrt.libvirt_sync")
+# What only a command body may import (prefixes: libvirtmod, kvmrt.hostcheck):
+# also the config parser, whose regular expressions and tempfile cost as much
+# as click itself.
+HEAVY = ("libvirt", "lxml", "kvmrt.tuning", "kvmrt.host", "kvmrt.libvirt_sync",
+         "kvmrt.config.file", "kvmrt.config.inifile", "kvmrt.config.model")
 
 TOOLS = sorted((ep.name, ep.value) for ep in entry_points(group="console_scripts")
                if ep.value.startswith("kvmrt.commands."))

@@ -22,10 +22,11 @@ import click
 
 from kvmrt import diagnostics as diag
 from kvmrt import lockfile
-from kvmrt.config.file import DEFAULT_PATH, Config, load_config
+from kvmrt.config import DEFAULT_PATH
 from kvmrt.errors import KvmrtError
 
 if TYPE_CHECKING:
+    from kvmrt.config.file import Config
     from kvmrt.host.model import Host
     from kvmrt.libvirt_sync.domains import Domain
 
@@ -69,6 +70,8 @@ connect_option = click.option(
 def complete_vms(ctx: click.Context, _param: click.Parameter,
                  incomplete: str) -> list[str]:
     """Shell completion: the VM names of the config (-f, else the default)."""
+    from kvmrt.config.file import load_config
+
     try:
         config = load_config(ctx.params.get("path") or DEFAULT_PATH)
     except (KvmrtError, OSError):
@@ -99,6 +102,8 @@ def require_root() -> None:
 
 
 def load(path: str | None) -> Config:
+    from kvmrt.config.file import load_config
+
     return load_config(path or DEFAULT_PATH)
 
 

@@ -19,12 +19,11 @@ import click
 from kvmrt import diagnostics as diag
 from kvmrt.commands import common
 from kvmrt.commands.sync_config import report
-from kvmrt.config import inifile
-from kvmrt.config.file import Config, parse_config
-from kvmrt.config.model import VmConfig
 from kvmrt.errors import KvmrtError
 
 if TYPE_CHECKING:
+    from kvmrt.config.file import Config
+    from kvmrt.config.model import VmConfig
     from kvmrt.host.model import Host
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.libvirt_sync.sync import Outcome
@@ -46,6 +45,9 @@ def main(path: str | None, uri: str | None) -> None:
     on disk while the editor was open, nothing is overwritten and the
     edited copy is kept. Quitting without changes changes nothing.
     """
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     common.require_root()
     target = path or common.DEFAULT_PATH
     editor = _editor_command()
@@ -121,6 +123,8 @@ def _make_copy(text: str) -> str:
 
 def _copy_fate(copy: str, original: str) -> str:
     """Keep the copy only when it holds edits; say which."""
+    from kvmrt.config import inifile
+
     if not os.path.lexists(copy):
         return f"the copy {copy} is gone"
     try:
@@ -146,6 +150,9 @@ def _run_editor(editor: list[str], copy: str, original: str) -> None:
 def _edit_until_valid(editor: list[str], copy: str, original: str, before: Config,
                       host: Host, libvirt: _Libvirt) -> tuple[Config | None, str]:
     """Run the editor until the copy can be saved; (None, original) if unchanged."""
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     target = before.path
     while True:
         _run_editor(editor, copy, original)
@@ -233,6 +240,8 @@ def _changed(before: Config, after: Config) -> list[VmConfig]:
 
 def _save(target: str, original: str, text: str, copy: str) -> None:
     """Write the edited text, under the lock, unless the file changed meanwhile."""
+    from kvmrt.config import inifile
+
     try:
         with inifile.locked(target):
             now = inifile.read_config(target) if os.path.lexists(target) else ""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import editing, write_config
 
 if TYPE_CHECKING:
     from kvmrt.libvirt_sync.domains import Domain, Domains
@@ -30,6 +29,7 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
     cannot be imported is left out with a reason (exit 1); the others are
     imported. Creates the config file if it does not exist.
     """
+    from kvmrt.config.file import editing, write_config
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.libvirt_sync.importer import import_domains

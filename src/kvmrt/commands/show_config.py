@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.model import AUTO
 from kvmrt.config.sets import format_ids
 from kvmrt.errors import UnknownHostObject
 
@@ -87,6 +86,8 @@ def _cpuset(p: Placement) -> str:
 
 
 def _auto(shown, configured) -> str:
+    from kvmrt.config.model import AUTO
+
     return f"{shown} (auto)" if configured is AUTO else str(shown)
 
 

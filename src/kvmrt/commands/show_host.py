@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import DEFAULT_PATH
+from kvmrt.config import DEFAULT_PATH
 from kvmrt.config.sets import format_ids
 
 if TYPE_CHECKING:

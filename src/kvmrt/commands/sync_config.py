@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import editing, write_config
 
 if TYPE_CHECKING:
     from kvmrt.libvirt_sync.sync import Outcome
@@ -57,6 +56,7 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
 
 
 def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
+    from kvmrt.config.file import editing, write_config
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.libvirt_sync.importer import sync_from_libvirt

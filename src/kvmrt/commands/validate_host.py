@@ -8,7 +8,7 @@ import sys
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import DEFAULT_PATH
+from kvmrt.config import DEFAULT_PATH
 
 
 @common.command
