@@ -4,7 +4,8 @@
 Runs each installed console script (``kvmrt-boot --help``, ``kvmrt-boot
 --no-such-option``, ...) as a user does, a new process each time, next to
 the peers ``python -c pass`` (the interpreter's start-up: the floor) and
-``virsh --help`` in the same run. The commands take turns, round after
+``virsh --help`` in the same run, and ``python -c 'import click'`` (what
+the CLI framework alone costs). The commands take turns, round after
 round, so that a busy machine slows them alike. Prints median and best
 seconds and the best as a multiple of the best ``python -c pass``.
 
@@ -41,6 +42,8 @@ def rows() -> list[tuple[str, list[str], tuple[int, ...]]]:
     virsh = shutil.which("virsh")
     if virsh:
         out.append(("virsh --help", [virsh, "--help"], (0,)))
+    # The framework's share: click alone (it imports uuid, platform, inspect).
+    out.append(("python -c 'import click'", [sys.executable, "-c", "import click"], (0,)))
     for tool in tools():
         out.append((f"{tool} --help", [str(BIN / tool), "--help"], (0,)))
         out.append((f"{tool} --no-such-option", [str(BIN / tool), "--no-such-option"], (2,)))
