@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.host.fs import HostFS
-from kvmrt.host.tasks import read_tasks
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import boot_vm
-from kvmrt.tuning import engine, watcher
+
+if TYPE_CHECKING:
+    from kvmrt.host.fs import HostFS
 
 
 @common.command
@@ -40,6 +38,12 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     disturbed tuning, and pins its threads live). Every change is journaled
     first and undone at shutdown.
     """
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import boot_vm
+    from kvmrt.tuning import engine, watcher
+
     if not dry_run:
         common.require_root()
     config, host, fs = common.load(path), common.host(), HostFS()
@@ -66,6 +70,8 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
 
 
 def _warn_irqbalance(fs: HostFS) -> None:
+    from kvmrt.host.tasks import read_tasks
+
     if any(t.comm == "irqbalance" and t.tid == t.pid for t in read_tasks(fs)):
         click.echo("warning: irqbalance is running and will move IRQs back onto shielded "
                    "CPUs; stop it (systemctl disable --now irqbalance) or ban the "

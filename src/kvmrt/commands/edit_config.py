@@ -12,19 +12,19 @@ import os
 import shlex
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt import diagnostics as diag
-from kvmrt import edit
 from kvmrt.commands import common
 from kvmrt.commands.sync_config import report
-from kvmrt.config import inifile
-from kvmrt.config.file import Config, parse_config
 from kvmrt.errors import KvmrtError
-from kvmrt.host.model import Host
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
+
+if TYPE_CHECKING:
+    from kvmrt.config.file import Config
+    from kvmrt.host.model import Host
+    from kvmrt.libvirt_sync.domains import Domains
 
 
 @common.command
@@ -43,6 +43,9 @@ def main(path: str | None, uri: str | None) -> None:
     on disk while the editor was open, nothing is overwritten and the
     edited copy is kept. Quitting without changes changes nothing.
     """
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     common.require_root()
     target = path or common.DEFAULT_PATH
     editor = _editor_command()
@@ -71,6 +74,9 @@ class _Libvirt:
         self._domains: Domains | None = None
 
     def domains(self) -> Domains | None:
+        from kvmrt.libvirt_sync.connection import connect
+        from kvmrt.libvirt_sync.domains import Domains
+
         if self._domains is None and self.why is None:
             try:
                 self._domains = Domains(connect(self.uri))
@@ -115,6 +121,8 @@ def _make_copy(text: str) -> str:
 
 def _copy_fate(copy: str, original: str) -> str:
     """Keep the copy only when it holds edits; say which."""
+    from kvmrt.config import inifile
+
     if not os.path.lexists(copy):
         return f"the copy {copy} is gone"
     try:
@@ -140,6 +148,9 @@ def _run_editor(editor: list[str], copy: str, original: str) -> None:
 def _edit_until_valid(editor: list[str], copy: str, original: str, before: Config,
                       host: Host, libvirt: _Libvirt) -> tuple[Config | None, str]:
     """Run the editor until the copy can be saved; (None, original) if unchanged."""
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     target = before.path
     while True:
         _run_editor(editor, copy, original)
@@ -170,6 +181,8 @@ def _again() -> bool:
 def _problems(before: Config, after: Config, host: Host,
               libvirt: _Libvirt) -> tuple[list[diag.Diagnostic], list[diag.Diagnostic]]:
     """(findings, notes) of the edited config (:func:`kvmrt.edit.check_edit`)."""
+    from kvmrt import edit
+
     check = edit.check_edit(before, after, host, libvirt.domains())
     return check.found, check.notes
 
@@ -183,6 +196,8 @@ def _as_note(d: diag.Diagnostic) -> str:
 
 def _save(target: str, original: str, text: str, copy: str) -> None:
     """Write the edited text, under the lock, unless the file changed meanwhile."""
+    from kvmrt import edit
+
     try:
         edit.save_edit(target, original, text)
     except edit.ChangedOnDisk as exc:
@@ -197,6 +212,8 @@ def _save(target: str, original: str, text: str, copy: str) -> None:
 
 def _sync(before: Config, after: Config, host: Host, libvirt: _Libvirt) -> None:
     """Sync the changed enabled VMs; report the others that are out of step."""
+    from kvmrt import edit
+
     domains = libvirt.domains()
     if domains is None:
         common.fail(f"saved, but libvirt was not synced: {libvirt.why}; "

@@ -7,11 +7,6 @@ import sys
 import click
 
 from kvmrt.commands import common
-from kvmrt.host.fs import HostFS
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import RUNNING, shutdown_vms
-from kvmrt.tuning import engine
 
 
 @common.command
@@ -32,6 +27,12 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     ones), concurrently unless -v, then put back every host setting kvmrt
     changed for them that no other running rt VM still needs.
     """
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import RUNNING, shutdown_vms
+    from kvmrt.tuning import engine
+
     if not dry_run:
         common.require_root()
     config, fs = common.load(path), HostFS()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from kvmrt.commands import common
 from kvmrt.config.sets import format_ids
-from kvmrt.host.fs import HostFS
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import RUNNING
-from kvmrt.status import VmStatus, collect, leftovers
-from kvmrt.tuning.journal import Journal
+
+if TYPE_CHECKING:
+    from kvmrt.status import VmStatus
 
 
 @common.command
@@ -31,6 +30,13 @@ def main(path: str | None, uri: str | None, include_disabled: bool, threads: boo
     what applies it. Never changes anything; reports changes an interrupted
     kvmrt left behind. Works for any user (libvirt read-only).
     """
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import RUNNING
+    from kvmrt.status import collect, leftovers
+    from kvmrt.tuning.journal import Journal
+
     config, host, fs = common.load(path), common.host(), HostFS()
     domains = Domains(connect(uri, read_only=True))
     selected = config.select(vms, include_disabled=include_disabled)
