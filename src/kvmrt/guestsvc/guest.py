@@ -208,7 +208,8 @@ class Client:
 
 
 # -- the command line (mirrors the C tool) -------------------------------------------
-USAGE = """usage: kvmrt-gs [--port PATH] [--timeout S] [--no-trace] [COMMAND ARGS]...
+USAGE = """usage: kvmrt-gs [--port PATH] [--timeout S] [--trace-marker PATH | --no-trace]
+                [COMMAND ARGS]...
 commands: available, ping_available, ping COOKIE, log_msg MESSAGE,
           log_msg_available, trace_flush SCOPE (alias xtrace_flush),
           trace_flush_available, trace_log_data DATA, trace_log_data_available
@@ -229,9 +230,10 @@ def parse_commands(argv: list[str]) -> tuple[dict, list[tuple[str, str | None]]]
             opts["trace_marker"] = ""
             i += 1
             continue
-        if key not in ("--port", "--timeout") or i + 1 >= len(argv):
+        if key not in ("--port", "--timeout", "--trace-marker") or i + 1 >= len(argv):
             raise Usage(f"unknown option {key}")
-        opts[key[2:]] = argv[i + 1] if key == "--port" else float(argv[i + 1])
+        value = argv[i + 1]
+        opts[key[2:].replace("-", "_")] = float(value) if key == "--timeout" else value
         i += 2
     commands = []
     while i < len(argv):

@@ -219,6 +219,7 @@ def _syslog_logger(address: str) -> logging.Logger:
     logger = logging.Logger(f"kvmrt-gs:{address}")
     handler = logging.handlers.SysLogHandler(
         address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    handler.append_nul = False   # a NUL would end up in the logged text of some daemons
     handler.setFormatter(_SyslogFormatter())
     logger.addHandler(handler)
     return logger
