@@ -7,6 +7,7 @@ import sys
 import click
 
 from kvmrt.commands import common
+from kvmrt.guestsvc import service as guestsvc
 from kvmrt.host.fs import HostFS
 from kvmrt.host.tasks import read_tasks
 from kvmrt.libvirt_sync.connection import connect
@@ -52,7 +53,12 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
         common.print_recovery(engine.recover(fs, running))
     if any(vm.rt for vm in selected):
         _warn_irqbalance(fs)
+    if not dry_run:
+        guestsvc.prepare(selected)   # the channel sockets' directory, before QEMU starts
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
+    if not dry_run:
+        for note in guestsvc.start_for(config, path, domains.running_uuids()):
+            click.echo(f"warning: {note}", err=True)
     if not dry_run and any(not vm.rt for vm in selected):
         # A non-rt VM started beside tuned rt VMs runs everywhere at first.
         common.print_recovery(engine.refresh(fs), what="shielded the new VMs' threads:")

@@ -7,6 +7,7 @@ import sys
 import click
 
 from kvmrt.commands import common
+from kvmrt.guestsvc import service as guestsvc
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
@@ -52,6 +53,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
             if r.error:
                 click.echo(f"{r.name}: failed: {r.error}", err=True)
     common.print_restored(restored)
+    for note in guestsvc.stop_for(config, domains.running_uuids()):
+        say(note)
     common.print_recovery(engine.recover(fs, domains.running_uuids()))
     if not results:
         click.echo("no VM of the config is running")

@@ -127,10 +127,11 @@ def housekeeping_cpus(config_path: str | None, fs: HostFS) -> frozenset[int]:
 # -- the daemon --------------------------------------------------------------------
 class Daemon:
     def __init__(self, services: GuestServices, directory: Path,
-                 names: dict[str, str]) -> None:
+                 config_path: str | None) -> None:
         self.services = services
         self.dir = directory
-        self.names = names
+        self.config_path = config_path
+        self.names = _names(config_path)
         self.stopping = threading.Event()
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -145,6 +146,8 @@ class Daemon:
             if sock is not None:
                 with self._lock:
                     self._active.add(uuid)
+                if uuid not in self.names:    # a VM added to the config since
+                    self.names = _names(self.config_path)
                 vm = Vm(uuid, self.names.get(uuid, uuid))
                 threading.Thread(target=self._serve, args=(vm, sock), daemon=True,
                                  name=f"gs-{uuid[:8]}").start()
@@ -180,9 +183,13 @@ def _connect(path: Path) -> socket.socket | None:
 
 
 def _names(config_path: str | None) -> dict[str, str]:
+    """UUID → VM name from the config (records name the VM by both)."""
     if not config_path or not Path(config_path).exists():
         return {}
-    return {vm.uuid.lower(): vm.name for vm in load_config(config_path).vms if vm.name}
+    try:
+        return {vm.uuid.lower(): vm.name for vm in load_config(config_path).vms if vm.name}
+    except KvmrtError:
+        return {}   # a config being edited: the UUID names the VM meanwhile
 
 
 def _tracer(no_trace: bool) -> Tracefs | None:
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0   # another daemon runs
         services = GuestServices(tracer=_tracer(args.no_trace), cpus=QemuCpus(fs),
                                  syslog_socket=args.syslog_socket)
-        daemon = Daemon(services, directory, _names(args.file))
+        daemon = Daemon(services, directory, args.file)
         signal.signal(signal.SIGTERM, lambda *_: daemon.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: daemon.stopping.set())
         pidfile = directory / "gsd.pid"
