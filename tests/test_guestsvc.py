@@ -367,3 +367,41 @@ def test_c_tool_reports_the_hosts_error(c_tool, tmp_path, threadripper):
     done = run_c(c_tool, "--port", port.path, "trace_flush", "1")
     assert done.returncode == 1
     assert "CONFIG_TRACER_SNAPSHOT is not set" in done.stderr
+
+
+# -- the real tracefs, in a mount namespace of the test's own ---------------------------
+TRACEFS_PROBE = """
+import sys, uuid
+from pathlib import Path
+from kvmrt.guestsvc.tracefs import SnapshotUnsupported, Tracefs, find_tracefs, mount_tracefs
+before = find_tracefs()
+root = mount_tracefs(Path(sys.argv[1]))
+token = uuid.uuid4().hex
+t = Tracefs(root)
+t.mark(f"PING_HOST vm=probe token={token}\\n")
+print("mounted" if before is None else "found", root)
+print("recorded" if token in (root / "trace").read_text() else "missing")
+try:
+    print("snapshot", t.snapshot(None))
+except SnapshotUnsupported as exc:
+    print("unsupported", exc)
+"""
+
+
+def test_tracefs_is_mounted_when_absent_and_takes_marker_records(tmp_path):
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    mountpoint = tmp_path / "tracing"
+    mountpoint.mkdir()
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                           TRACEFS_PROBE, str(mountpoint)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    where, recorded, snapshot = done.stdout.splitlines()
+    assert where.startswith(("mounted " + str(mountpoint), "found "))
+    assert recorded == "recorded"
+    kernel_has_snapshot = snapshot.startswith("snapshot all CPUs")
+    assert kernel_has_snapshot or snapshot == (
+        "unsupported the host kernel has no ftrace snapshot (CONFIG_TRACER_SNAPSHOT is not set)")
+    assert not any(m.split()[1] == str(mountpoint)
+                   for m in Path("/proc/self/mounts").read_text().splitlines())

@@ -160,3 +160,19 @@ def test_install_service_installs_the_guest_services_unit(tmp_path):
     assert f"ExecStart={bindir.resolve()}/kvmrt-gsd -f /etc/kvmrt.cfg" in unit
     assert "PartOf=kvmrt.service" in unit and "Before=kvmrt.service" in unit
     assert "WantedBy=kvmrt.service" in unit and "kvmrt-gs.service (not enabled" in out
+
+
+def test_shutdown_with_a_config_without_guest_services_leaves_the_daemon(state):
+    """Another config's kvmrt-shutdown (no VM with guest services) is none of
+    the daemon's business."""
+    tmp_path, cfg, _ = state
+    service.prepare(parse_config(CONFIG).vms)
+    proc = start_daemon(cfg, tmp_path)
+    try:
+        wait_for(daemon.daemon_pid)
+        other = parse_config(f"[{RT_UUID}]\nname = rt-vm\n")
+        assert service.stop_for(other, set()) == []
+        assert daemon.daemon_pid() == proc.pid and proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(5)
