@@ -359,7 +359,7 @@ static void mark(struct kvmrtgs *gs, const char *command, unsigned long seq,
 int kvmrtgs_request(struct kvmrtgs *gs, const char *command, const void *arg, size_t len,
 		    int flags)
 {
-	long long deadline = now_ns(CLOCK_MONOTONIC) + gs->timeout_ms * 1000000LL;
+	long long deadline;
 	unsigned long seq;
 	size_t kept, used;
 	int head, cpu = sched_getcpu(), r;
@@ -368,6 +368,7 @@ int kvmrtgs_request(struct kvmrtgs *gs, const char *command, const void *arg, si
 		errno = EINVAL;
 		return -1;
 	}
+	deadline = now_ns(CLOCK_MONOTONIC) + gs->timeout_ms * 1000000LL;
 	gs->seq = gs->seq % 0xFFFFFFFFUL + 1;
 	seq = (flags & KVMRTGS_NOWAIT) ? 0 : gs->seq;
 	gs->guest_ns = now_ns(CLOCK_REALTIME);

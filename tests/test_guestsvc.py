@@ -108,6 +108,11 @@ class Port:
         self.thread = threading.Thread(target=self._accept, args=(services, vm), daemon=True)
         self.thread.start()
 
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.thread.join(5)
+
     def _accept(self, services: GuestServices, vm: Vm) -> None:
         while True:
             try:
@@ -125,7 +130,8 @@ def host_side(tmp_path, threadripper):
                              syslog_socket=syslog.path)
     port = Port(tmp_path / "port.sock", services)
     yield port, syslog, tracefs
-    port.listener.close()
+    port.close()
+    syslog.sock.close()
     services.close()
 
 
@@ -234,6 +240,8 @@ def test_trace_flush_says_when_the_kernel_has_no_snapshot(tmp_path, threadripper
     with Client(port.path, trace_marker="") as gs:
         with pytest.raises(GsError, match="CONFIG_TRACER_SNAPSHOT is not set"):
             gs.trace_flush(2)
+    port.close()
+    services.close()
     assert "error=" in records(tracefs)[0]
 
 
@@ -346,6 +354,7 @@ def test_c_tool_fails_fast_without_a_host(c_tool, tmp_path):
     done = run_c(c_tool, "--port", str(tmp_path / "qemu.sock"), "--timeout", "0.2", "available")
     assert time.monotonic() - start < 2
     assert done.returncode == 1 and "not available" in done.stderr
+    lonely.close()
     done = run_c(c_tool, "--port", str(tmp_path / "absent"), "available")
     assert done.returncode == 1 and "not available" in done.stderr
 
@@ -365,6 +374,8 @@ def test_c_tool_reports_the_hosts_error(c_tool, tmp_path, threadripper):
     services = GuestServices(tracer=Tracefs(tracefs), cpus=QemuCpus(HostFS(threadripper)))
     port = Port(tmp_path / "port.sock", services)
     done = run_c(c_tool, "--port", port.path, "trace_flush", "1")
+    port.close()
+    services.close()
     assert done.returncode == 1
     assert "CONFIG_TRACER_SNAPSHOT is not set" in done.stderr
 

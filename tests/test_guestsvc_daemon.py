@@ -65,7 +65,7 @@ def start_daemon(cfg: Path, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "kvmrt.guestsvc.daemon", "-f", str(cfg), "--no-trace",
          "--syslog-socket", str(tmp_path / "log.sock")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_daemon_serves_a_vm_socket_and_stops_with_shutdown(state):
@@ -77,9 +77,11 @@ def test_daemon_serves_a_vm_socket_and_stops_with_shutdown(state):
     qemu.bind(str(gs_dir / f"{GS_UUID}.sock"))
     qemu.listen(1)
     proc = start_daemon(cfg, tmp_path)
+    qemu_conns = []
     try:
         qemu.settimeout(10)
         conn, _ = qemu.accept()                   # the daemon connected
+        qemu_conns.append(conn)
         conn.sendall(b"gs1 3 log_msg 17 0 hello\ngs1 4 ping 18 0 c\n")
         conn.settimeout(5)
         replies = b""
@@ -103,6 +105,9 @@ def test_daemon_serves_a_vm_socket_and_stops_with_shutdown(state):
     finally:
         if proc.poll() is None:
             proc.terminate()
+            proc.wait(5)
+        for conn in qemu_conns:
+            conn.close()
         qemu.close()
 
 

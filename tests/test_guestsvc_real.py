@@ -213,7 +213,7 @@ def test_real_guest_services_end_to_end(e2e):
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
          f"mount -t tracefs nodev {tracing} && exec {BIN / 'kvmrt-gsd'} -f {cfg} "
          f"--syslog-socket {work / 'log.sock'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gsd.log", "w"))
     try:
         wait_for(lambda: (state / "gs/gsd.pid").exists(), 20, "kvmrt-gsd")
         booted = run(str(BIN / "kvmrt-boot"), "-f", str(cfg), name, env=env)

@@ -72,11 +72,13 @@ def start_background(config_path: str | None, *, wait: float = 5.0) -> int | Non
     pid = daemon_pid(directory)
     if pid is not None:
         return pid
-    cmd = [sys.executable, "-m", "kvmrt.guestsvc.daemon"]
+    cmd = [sys.executable, "-m", "kvmrt.guestsvc.daemon", "--detach"]
     if config_path:
         cmd += ["-f", str(config_path)]
-    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    # --detach starts the daemon and exits: the daemon is nobody's child to
+    # reap (a long-lived caller such as the dashboard would keep a zombie).
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False, timeout=30)
     deadline = time.monotonic() + wait
     while (pid := daemon_pid(directory)) is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -171,14 +173,16 @@ class Daemon:
 
 
 def _connect(path: Path) -> socket.socket | None:
+    """A connection to QEMU's socket; None while it does not accept one
+    (QEMU not listening yet, a stale socket, not a socket at all)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         sock.connect(str(path))
     except OSError as exc:
         sock.close()
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EACCES):
-            return None   # QEMU not (yet) listening, or a stale socket
-        raise
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            print(f"kvmrt-gsd: {path}: {exc.strerror}", file=sys.stderr)
+        return None   # tried again at the next scan
     return sock
 
 
@@ -207,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", "--file", default=DEFAULT_PATH, help="config file")
     parser.add_argument("--syslog-socket", default=SYSLOG_SOCKET)
     parser.add_argument("--no-trace", action="store_true", help="no trace_marker records")
+    parser.add_argument("--detach", action="store_true",
+                        help="start the daemon in a new session and return")
     args = parser.parse_args(argv)
+    if args.detach:
+        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--detach"]
+        subprocess.Popen([sys.executable, "-m", "kvmrt.guestsvc.daemon", *rest],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        return 0
     fs = HostFS()
     directory = socket_dir()
     directory.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,7 @@ class GuestServices:
         self.syslog_socket = syslog_socket
         self._syslog: logging.Logger | None = None
         self._lock = threading.Lock()
+        self.lost_records = 0     # trace_marker writes the kernel refused
 
     # -- one request ----------------------------------------------------------
     def handle(self, vm: Vm, line: bytes, *, cut: bool = False) -> proto.Reply | None:
@@ -163,8 +164,8 @@ class GuestServices:
         if self.tracer is not None:
             try:
                 self.tracer.mark(text + "\n")
-            except OSError:
-                pass   # a full or disabled buffer costs the record, not the guest's reply
+            except OSError:   # a disabled buffer costs the record, not the guest's reply
+                self.lost_records += 1
         return text
 
     def _log(self, text: str) -> None:
@@ -186,17 +187,14 @@ class GuestServices:
         """Answer ``sock``'s requests until it closes (the VM stopped)."""
         reader = proto.LineReader()
         with sock:
-            while True:
-                try:
-                    data = sock.recv(READ_SIZE)
-                except OSError:
-                    return
-                if not data:
-                    return
-                for line, cut in reader.feed(data):
-                    reply = self.handle(vm, line, cut=cut)
-                    if reply is not None:
-                        sock.sendall(reply.line())
+            try:
+                while data := sock.recv(READ_SIZE):
+                    for line, cut in reader.feed(data):
+                        reply = self.handle(vm, line, cut=cut)
+                        if reply is not None:
+                            sock.sendall(reply.line())
+            except OSError:
+                return     # QEMU closed the channel: the VM stopped
 
 
 class _BadScope(KvmrtError):
