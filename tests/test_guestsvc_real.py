@@ -209,11 +209,12 @@ def test_real_guest_services_end_to_end(e2e):
     tracing = work / "tracing"
     tracing.mkdir()
     # The host side in a mount namespace of its own, tracefs mounted there only.
+    gsd_log = open(work / "gsd.log", "w")
     gsd = subprocess.Popen(
         ["unshare", "-m", "--propagation", "private", "sh", "-c",
          f"mount -t tracefs nodev {tracing} && exec {BIN / 'kvmrt-gsd'} -f {cfg} "
          f"--syslog-socket {work / 'log.sock'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(work / "gsd.log", "w"))
+        env=env, stdout=subprocess.DEVNULL, stderr=gsd_log)
     try:
         wait_for(lambda: (state / "gs/gsd.pid").exists(), 20, "kvmrt-gsd")
         booted = run(str(BIN / "kvmrt-boot"), "-f", str(cfg), name, env=env)
@@ -260,3 +261,5 @@ def test_real_guest_services_end_to_end(e2e):
         log.close()
         if gsd.poll() is None:
             gsd.terminate()
+            gsd.wait(10)
+        gsd_log.close()
