@@ -38,6 +38,7 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     disturbed tuning, and pins its threads live). Every change is journaled
     first and undone at shutdown.
     """
+    from kvmrt.guestsvc import service as guestsvc
     from kvmrt.host.fs import HostFS
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
@@ -57,7 +58,12 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
         common.print_recovery(engine.recover(fs, running))
     if any(vm.rt for vm in selected):
         _warn_irqbalance(fs)
+    if not dry_run:
+        guestsvc.prepare(selected)   # the channel sockets' directory, before QEMU starts
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
+    if not dry_run:
+        for note in guestsvc.start_for(config, path, domains.running_uuids()):
+            click.echo(f"warning: {note}", err=True)
     if not dry_run and any(not vm.rt for vm in selected):
         # A non-rt VM started beside tuned rt VMs runs everywhere at first.
         common.print_recovery(engine.refresh(fs), what="shielded the new VMs' threads:")

@@ -27,6 +27,7 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     ones), concurrently unless -v, then put back every host setting kvmrt
     changed for them that no other running rt VM still needs.
     """
+    from kvmrt.guestsvc import service as guestsvc
     from kvmrt.host.fs import HostFS
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
@@ -54,6 +55,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
             if r.error:
                 click.echo(f"{r.name}: failed: {r.error}", err=True)
     common.print_restored(restored)
+    for note in guestsvc.stop_for(config, domains.running_uuids()):
+        say(note)
     common.print_recovery(engine.recover(fs, domains.running_uuids()))
     if not results:
         click.echo("no VM of the config is running")
