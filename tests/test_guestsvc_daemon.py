@@ -181,3 +181,38 @@ def test_shutdown_with_a_config_without_guest_services_leaves_the_daemon(state):
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+def test_stat_says_whether_a_running_vms_guest_services_are_connected(state):
+    """kvmrt-stat, on libvirt's test driver (its domain 'test' runs): the VM's
+    channel socket exists but no kvmrt-gsd serves it: 'listening'; then
+    served: 'connected'; a VM without guest services shows nothing."""
+    tmp_path, _cfg, _log = state
+    uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f"      # test:///default's running 'test'
+    cfg = tmp_path / "stat.cfg"
+    cfg.write_text(f"[{uuid}]\nname = test\nguest_services = yes\n")
+    gs_dir = tmp_path / "state/gs"
+    gs_dir.mkdir(parents=True)
+    qemu = socket.socket(socket.AF_UNIX)
+    qemu.bind(str(gs_dir / f"{uuid}.sock"))
+    qemu.listen(1)
+    qemu.settimeout(10)
+    stat = [str(Path(sys.executable).parent / "kvmrt-stat"), "-f", str(cfg), "-c",
+            "test:///default"]
+    try:
+        shown = subprocess.run(stat, capture_output=True, text=True, check=True).stdout
+        assert "    guest services: listening\n" in shown
+        proc = start_daemon(cfg, tmp_path)
+        conn, _ = qemu.accept()
+        wait_for(lambda: daemon.connection_state(uuid) == "connected")
+        shown = subprocess.run(stat + ["--json"], capture_output=True, text=True,
+                               check=True).stdout
+        assert '"guest_services": "connected"' in shown
+        proc.terminate()
+        proc.wait(5)
+        conn.close()
+        cfg.write_text(f"[{uuid}]\nname = test\n")
+        shown = subprocess.run(stat, capture_output=True, text=True, check=True).stdout
+        assert "guest services" not in shown
+    finally:
+        qemu.close()
