@@ -114,3 +114,21 @@ def test_menus_about_and_help(host, cfg):
         await wait_for(pilot, lambda: app.show_disabled)
 
     drive(app, script)
+
+
+def test_boot_every_vm_from_the_dashboard_never_boots_a_disabled_one(host, cfg):
+    """'Boot all: every enabled VM' uses kvmrt-boot's own selection rule."""
+    import pytest
+    from dashboard_util import NODE, PLAIN_UUID
+
+    from kvmrt import api
+    from kvmrt.config.file import parse_config
+    from kvmrt.lifecycle import DisabledVmNamed
+
+    text = cfg.read_text().replace(f"[{PLAIN_UUID}]\n", f"[{PLAIN_UUID}]\ndisabled = true\n")
+    config = parse_config(text, str(cfg))
+    session = api.Session(path=str(cfg), uri=NODE, fs=api.HostFS(host))
+    report = api.boot(session, config, include_disabled=True, dry_run=True)
+    assert report.selected == ["RedHawk-8.4-RT"]
+    with pytest.raises(DisabledVmNamed):
+        api.boot(session, config, ("RedHawk-8.4",), dry_run=True)

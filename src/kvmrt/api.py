@@ -51,7 +51,7 @@ from kvmrt.hostview import owners_of
 from kvmrt.libvirt_sync.connection import connect, default_uri
 from kvmrt.libvirt_sync.domains import Domain, Domains
 from kvmrt.libvirt_sync.sync import Outcome, SyncStatus, sync_to_libvirt
-from kvmrt.lifecycle import RUNNING, VmResult, boot_vm, shutdown_vms
+from kvmrt.lifecycle import RUNNING, VmResult, boot_vm, shutdown_vms, to_boot
 from kvmrt.placement import place
 from kvmrt.status import VmStatus, collect, leftovers
 from kvmrt.tuning import engine, watcher
@@ -223,23 +223,24 @@ def boot(session: Session, config: Config, names: list[str] | tuple[str, ...] = 
          include_disabled: bool = False, clean: bool = False, dry_run: bool = False,
          progress: Progress | None = None) -> BootReport:
     """``kvmrt-boot [--all] [--clean] [--dry-run] [VM]...``: the autostart
-    VMs (every active one with ``include_disabled``, or the named ones),
-    in config order. Raises ConfigHasErrors / VmsRunning before any change."""
+    VMs (every enabled one with ``include_disabled``, or the named ones),
+    in config order, selected by :func:`kvmrt.lifecycle.to_boot` (a
+    disabled VM never boots). Raises DisabledVmNamed / ConfigHasErrors /
+    VmsRunning before any change."""
     if not dry_run:
         _require_root()
     names = tuple(names)
-    refuse_errors(config, session.host, include_disabled=include_disabled, names=names)
+    selected = to_boot(config, names, every=include_disabled)
+    refuse_errors(config, session.host, names=names)
     domains = session.domains
     running = domains.running_uuids()
     if clean:
-        busy = [vm.label for vm in config.vms if vm.uuid.lower() in running]
+        busy = [vm.label for vm in config.active() if vm.uuid.lower() in running]
         if busy:
             raise VmsRunning(busy)
     report = BootReport()
     if not dry_run:
         report.recovered = engine.recover(session.fs, running)
-    selected = [vm for vm in config.select(names, include_disabled=include_disabled)
-                if names or include_disabled or vm.autostart]
     report.selected = [vm.name for vm in selected]
     if any(vm.rt for vm in selected) and _irqbalance_runs(session.fs):
         report.warnings.append(IRQBALANCE_WARNING)

@@ -63,6 +63,36 @@ class VmResult:
 RUNNING = ("running", "paused", "idle", "in shutdown", "pmsuspended", "crashed")
 
 
+class DisabledVmNamed(KvmrtError):
+    """VMs named to boot are disabled; ``errors`` says which, with their lines."""
+
+    def __init__(self, errors: list) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} disabled VM(s) named; nothing booted")
+
+
+def to_boot(config, names: tuple[str, ...], *, every: bool) -> list[VmConfig]:
+    """The VMs a boot starts, in config order: the named ones, else the
+    enabled ones with autostart (``every``: regardless of autostart).
+
+    A disabled VM is never booted; naming one raises
+    :class:`DisabledVmNamed` before anything changes. Every front end
+    (kvmrt-boot, the dashboard) selects with this one rule.
+    """
+    from kvmrt import diagnostics as diag
+
+    if not names:
+        return [vm for vm in config.active() if every or vm.autostart]
+    chosen = config.select(names)
+    disabled = [vm for vm in chosen if vm.disabled]
+    if disabled:
+        raise DisabledVmNamed([diag.error(
+            "disabled", "a disabled VM is never booted; set disabled = false with "
+            "kvmrt-edit-config to boot it", vms=(vm.label,), attribute="disabled",
+            line=vm.line_of("disabled"), file=config.path) for vm in disabled])
+    return chosen
+
+
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
             dry_run: bool) -> VmResult:
     p = place(vm, topology)

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from kvmrt import diagnostics as diag
 from kvmrt import lockfile
 from kvmrt.config import DEFAULT_PATH
 from kvmrt.errors import KvmrtError
@@ -150,24 +149,15 @@ def refuse_running(config: Config, running: set[str]) -> None:
 
 
 def to_boot(config: Config, names: tuple[str, ...], *, every: bool) -> list:
-    """The VMs kvmrt-boot boots, in config order: the named ones, else the
-    enabled ones with autostart (``every``: regardless of autostart).
+    """:func:`kvmrt.lifecycle.to_boot`, its refusal printed with each line."""
+    from kvmrt.lifecycle import DisabledVmNamed, to_boot
 
-    A disabled VM is never booted; naming one is refused before anything
-    changes. (The same rule serves any tool that boots VMs.)
-    """
-    if not names:
-        return [vm for vm in config.active() if every or vm.autostart]
-    chosen = config.select(names)
-    disabled = [vm for vm in chosen if vm.disabled]
-    for vm in disabled:
-        click.echo(diag.error(
-            "disabled", "a disabled VM is never booted; set disabled = false with "
-            "kvmrt-edit-config to boot it", vms=(vm.label,), attribute="disabled",
-            line=vm.line_of("disabled"), file=config.path).format(), err=True)
-    if disabled:
-        fail(f"{len(disabled)} disabled VM(s) named; nothing booted")
-    return chosen
+    try:
+        return to_boot(config, names, every=every)
+    except DisabledVmNamed as exc:
+        for d in exc.errors:
+            click.echo(d.format(), err=True)
+        fail(str(exc))
 
 
 def summarize_actions(actions: list) -> str:
