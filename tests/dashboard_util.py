@@ -66,6 +66,27 @@ async def wait_for(pilot, condition: Callable[[], object], timeout: float = 60.0
         await pilot.pause(0.05)
 
 
+async def click(pilot, selector: str, timeout: float = 60.0) -> None:
+    """Click the widget as a user would, once the layout has settled.
+
+    Textual's pilot works out where to click before it lets the app catch
+    up, so a click right after a change (options added above a button) can
+    land on whatever was there before: wait until the widget stays put, then
+    make sure the click hit it."""
+    widget = pilot.app.screen.query_one(selector)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    region = None
+    while region != widget.region:
+        if loop.time() > deadline:
+            raise AssertionError(f"{selector} never settled; screen:\n{screen_text(pilot.app)}")
+        region = widget.region
+        await pilot.pause(0.05)
+    if not await pilot.click(selector):
+        raise AssertionError(f"the click on {selector} missed it; screen:\n"
+                             f"{screen_text(pilot.app)}")
+
+
 def drive(app: Dashboard, script: Callable[..., Awaitable[None]],
           size: tuple[int, int] = (180, 45)) -> None:
     async def run() -> None:

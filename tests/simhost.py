@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ KERNEL = SIMHOST_DIR / "rt" / "vmlinuz"
 BUSYBOX = SIMHOST_DIR / "busybox" / "bin" / "busybox"
 QEMU_CACHE = SIMHOST_DIR / "qemu-cache"
 PRELUDE = ROOT / "tests" / "simhost" / "prelude.sh"
+# Written into ``out`` by the guest when its command begins.
+BOOTED = "booted"
 
 # An Intel model: under TCG only Intel models report SMT siblings.
 CPU_MODEL = "Skylake-Server-noTSX-IBRS"
@@ -128,6 +131,8 @@ def vng_command(command: str, topology: Topology = DEFAULT, cmdline: str = "", *
         env["SIMHOST_OUT"] = str(out)
     script = "; ".join([
         "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+        # The sign of life run() waits for (see ``boot_timeout``).
+        *([f"cat /proc/uptime > {shlex.quote(str(out / BOOTED))}"] if out is not None else []),
         f"cd {shlex.quote(str(ROOT))}",
         f". {shlex.quote(str(PRELUDE))}",
         "simhost_fast_reads",
@@ -156,14 +161,16 @@ def vng_command(command: str, topology: Topology = DEFAULT, cmdline: str = "", *
 
 def run(command: str, topology: Topology = DEFAULT, cmdline: str = "", *,
         libvirtd: bool = False, out: Path | None = None,
-        timeout: float = 900) -> tuple[int, str]:
+        timeout: float = 900, boot_timeout: float = 600) -> tuple[int, str]:
     """Boot the simulated host, run ``command`` (bash) in it, power off.
 
     Returns the command's exit status (125: libvirtd did not start; 255: the
     guest died before the command ended, e.g. a kernel panic, whose console
-    lines are in the output; -9: killed at ``timeout``) and everything the
-    guest and QEMU printed, TCG feature warnings left out. QEMU is always
-    ended: it is in the one process group this function starts.
+    lines are in the output; -9: killed at ``timeout``, or, with ``out``,
+    at ``boot_timeout`` when the guest had not reached the command by then:
+    ``out/booted`` is missing) and everything the guest and QEMU printed,
+    TCG feature warnings left out. QEMU is always ended: it is in the one
+    process group this function starts.
     """
     reason = unavailable(libvirtd=libvirtd)
     if reason:
@@ -179,18 +186,28 @@ def run(command: str, topology: Topology = DEFAULT, cmdline: str = "", *,
         vng_command(command, topology, cmdline, libvirtd=libvirtd, out=out),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=env, cwd=ROOT, start_new_session=True)
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    start, why = time.monotonic(), ""
     try:
-        raw, _ = proc.communicate(timeout=timeout)
-        status = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raw, _ = proc.communicate()
-        status = -9
+        while proc.poll() is None:
+            time.sleep(1)
+            waited = time.monotonic() - start
+            if waited > timeout:
+                why = f"killed after {timeout:g} s"
+            elif out is not None and waited > boot_timeout and not (out / BOOTED).exists():
+                why = f"the guest had not reached the command after {boot_timeout:g} s; killed"
+            if why:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = raw.decode(errors="replace")
+        proc.wait()
+        reader.join()
+    status = -9 if why else proc.returncode
+    text = b"".join(chunks).decode(errors="replace") + (f"\nsimhost: {why}\n" if why else "")
     output = "".join(line for line in text.splitlines(keepends=True)
                      if not any(n in line for n in _NOISE))
     return status, output

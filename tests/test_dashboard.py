@@ -5,7 +5,8 @@ Threadripper host tree and libvirt's test driver."""
 from __future__ import annotations
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, screen_text, wait_for
+from dashboard_util import (CONFIG, PLAIN_UUID, RT_UUID, click, drive, make_app, screen_text,
+                            wait_for)
 from kvmrt.dashboard.jobs import JobScreen
 
 
@@ -139,8 +140,8 @@ def test_boot_all_shows_the_plan_then_refuses_a_clean_boot(host, cfg):
 
     async def script(pilot):
         await pilot.press("B")
-        await pilot.click("#every")
-        await pilot.click("#plan")
+        await click(pilot, "#every")
+        await click(pilot, "#plan")
         job = await finished_job(pilot)
         assert job.job.dry_run and job.ok
         assert job.lines[0] == "RedHawk-8.4-RT: would be retuned"
@@ -149,8 +150,8 @@ def test_boot_all_shows_the_plan_then_refuses_a_clean_boot(host, cfg):
         await close_job(pilot)
         assert (host / "run/kvmrt/journal.jsonl").exists() is False   # the plan changed nothing
 
-        await pilot.click("#clean")
-        await pilot.click("#go")
+        await click(pilot, "#clean")
+        await click(pilot, "#go")
         job = await finished_job(pilot)
         assert not job.ok
         assert job.lines == ["error: --clean: VMs of the config are running "
@@ -181,12 +182,12 @@ def test_shutdown_all_plan_and_force(host, cfg):
 
     async def script(pilot):
         await pilot.press("S")
-        await pilot.click("#plan")
+        await click(pilot, "#plan")
         job = await finished_job(pilot)
         assert job.lines == ["would shut down: RedHawk-8.4-RT"]   # nothing journaled yet
         await close_job(pilot)
-        await pilot.click("#force")
-        await pilot.click("#go")
+        await click(pilot, "#force")
+        await click(pilot, "#go")
         job = await finished_job(pilot)
         assert job.ok and "RedHawk-8.4-RT: stopped" in job.lines
         await close_job(pilot)

@@ -5,7 +5,7 @@ file and libvirt), and a config changed on disk meanwhile."""
 from __future__ import annotations
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import CONFIG, PLAIN_UUID, drive, make_app, screen_text, wait_for
+from dashboard_util import CONFIG, PLAIN_UUID, click, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
 from kvmrt.dashboard.draft import Draft
 
@@ -94,9 +94,9 @@ def test_apply_writes_the_file_and_syncs_libvirt(host, cfg):
         await pick(pilot, screen, PLAIN_UUID)
         await type_into(pilot, screen, "cpuset", "4-5")
         await type_into(pilot, screen, "title", "Edited in the dashboard")
-        await pilot.click("#f-autostart")
+        await click(pilot, "#f-autostart")
         assert not screen.errors() and labels(screen)[1] == "*  RedHawk-8.4"
-        await pilot.click("#apply")
+        await click(pilot, "#apply")
         await wait_for(pilot, lambda: not screen.draft.changed() and screen.applied)
         # Only the VM the edit changed is synced, as kvmrt-edit-config does:
         # RedHawk-8.4-RT, out of step with libvirt but untouched, is left alone.
@@ -145,10 +145,10 @@ def test_a_config_changed_on_disk_is_never_overwritten(host, cfg):
         await type_into(pilot, screen, "title", "mine")
         theirs = CONFIG.replace("title = Plain RedHawk", "title = theirs")
         cfg.write_text(theirs)                     # kvmrt-edit-config, meanwhile
-        await pilot.click("#apply")
+        await click(pilot, "#apply")
         await wait_for(pilot, lambda: "changed on disk" in screen_text(app))
         assert cfg.read_text() == theirs
-        await pilot.click("#reload")
+        await click(pilot, "#reload")
         await pilot.pause()
         await pick(pilot, screen, PLAIN_UUID)
         assert screen.query_one("#f-title").value == "theirs"
@@ -163,7 +163,7 @@ def test_nr_vcpus_auto_switch(host, cfg):
     async def script(pilot):
         screen = await open_dialog(pilot)
         await pick(pilot, screen, PLAIN_UUID)
-        await pilot.click("#f-auto")
+        await click(pilot, "#f-auto")
         assert screen.draft.find(PLAIN_UUID).get("nr_vcpus") == "auto"
         assert screen.query_one("#f-nr_vcpus").disabled
 

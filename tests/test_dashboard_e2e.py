@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard_util import drive, wait_for
+from dashboard_util import click, drive, wait_for
 from kvmrt import api
 from kvmrt.dashboard.app import Dashboard
 from kvmrt.dashboard.configure import ConfigScreen
@@ -54,7 +54,7 @@ def test_libvirtd_apply_an_edit_from_the_dashboard(real_host, domain, tmp_path):
         await pilot.pause()
         title.action_end()
         await pilot.press(*["backspace"] * len(title.value), *"after")
-        await pilot.click("#apply")
+        await click(pilot, "#apply")
         await wait_for(pilot, lambda: screen.applied, timeout=60)
         assert screen.applied == [f"{cfg}: saved", f"{name}: updated"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import RT_UUID, drive, make_app, screen_text, wait_for
+from dashboard_util import RT_UUID, click, drive, make_app, screen_text, wait_for
 from kvmrt.dashboard.configure import ConfigScreen
 from kvmrt.dashboard.tools import CpuStatusScreen, InterruptsScreen, TopologyScreen
 from kvmrt.dashboard.welcome import Welcome
@@ -38,7 +38,7 @@ def test_welcome_creates_the_config_and_imports_the_checked_domains(host, tmp_pa
         assert names == ["RedHawk-8.4", "RedHawk-8.4-RT", "centos7-legacy", "rhel8-gpu"]
         for name in ("RedHawk-8.4", "centos7-legacy", "rhel8-gpu"):
             domains.deselect(name)
-        await pilot.click("#create")
+        await click(pilot, "#create")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfigScreen))
         assert app.screen.draft.vms[0].uuid == RT_UUID
         text = cfg.read_text()
