@@ -34,9 +34,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 # Make ``import hostgen`` work in test modules under any --import-mode.
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Property tests assert behaviour, never time: hypothesis's per-example
+# deadline failed them on loaded CI machines (speed is measured in bench/).
+settings.register_profile("kvmrt", deadline=None)
+settings.load_profile("kvmrt")
 
 import hostgen  # noqa: E402
 
