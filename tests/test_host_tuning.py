@@ -282,6 +282,15 @@ def test_parse_interrupts_with_fewer_counts_than_cpus() -> None:
     assert irqs.parse_interrupts(INTERRUPTS)[13] == "rtc0", "a second text is parsed anew"
 
 
+def test_parse_interrupts_where_a_number_or_nothing_stands_before_the_last_column() -> None:
+    """Found from the right, the actions column must not be a count, a chip
+    alone, or the flow; a number of the chip's columns before it is no count."""
+    text = ("            CPU0       CPU1\n  5:          0          0\n"
+            "  6:          0          0  XT-PIC\n  7:          0          0  GICv3  27      foo\n"
+            "  8:          0          0  IO-APIC    1-edge\n  9: 1 2 3\n")
+    assert irqs.parse_interrupts(text) == {5: "", 6: "", 7: "foo", 8: "", 9: ""}
+
+
 # == CPU hotplug on fixture hosts ===============================================
 def test_set_online_writes_and_reads_back(threadripper: Path) -> None:
     fs = HostFS(threadripper)

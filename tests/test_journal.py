@@ -5,6 +5,7 @@ a fixture host and compares the whole tree (restore means byte for byte)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -478,3 +479,44 @@ def test_a_journal_left_empty_by_a_kill_before_its_removal_is_removed(tr):
     assert journal.load().empty and journal.path.exists()
     engine.recover(fs, running=set())
     assert not journal.path.exists()
+
+
+# --- size and reading at scale ------------------------------------------------
+
+
+def test_a_big_host_journals_each_moved_thread_in_a_short_line(make_host):
+    """512 CPUs: a thread's old affinity was a list of 512 numbers (2.5 KB a
+    record, 52 MB for 20,000 threads); as a cpulist it is one short line,
+    and the host still comes back byte for byte."""
+    spec = dataclasses.replace(hostgen.big(cpus=512, nodes=16), proc=True)
+    filler = tuple(hostgen.TaskSpec(20000, "app", tid=20000 + i) for i in range(200))
+    host = make_host(dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + filler))
+    fs, before = HostFS(host), tree(host)
+    vm = rt_vm(host, "[00000000-0000-4000-8000-0000000000a1]\nname = big\ncpuset = n1\n"
+                     "rt = True\nnr_vcpus = auto\n")
+    engine.tune(fs, vm)
+    journal = Journal.for_host(fs)
+    threads = [line for line in journal.path.read_bytes().splitlines() if b'"task:' in line]
+    assert len(threads) >= 200
+    assert max(len(line) for line in threads) < 80
+    assert journal.path.stat().st_size < 100 * len(journal.path.read_bytes().splitlines())
+    engine.release(fs, [vm.uuid])
+    assert changed(before, tree(host)) == [] and not journal.path.exists()
+
+
+def test_a_journal_changed_between_two_reads_is_read_anew(tr):
+    """A command reads the journal again after its appends, decoding only
+    the new lines; a file that no longer begins with what it read (another
+    process rewrote it) is read whole."""
+    fs = HostFS(tr)
+    engine.tune(fs, rt_vm(tr))
+    journal = Journal.for_host(fs)
+    assert journal.load().baseline["cpu:40"] is True
+    text = journal.path.read_bytes()
+    edited = text.replace(b'{"key":"cpu:40","label":"CPU 40","op":"old","value":true}',
+                          b'{"key":"cpu:40","label":"CPU 40","op":"old","value":false}')
+    assert edited != text
+    journal.path.write_bytes(edited)
+    assert journal.load().baseline["cpu:40"] is False
+    journal.path.write_bytes(edited + b'{"key":"cpu:40","op":"settled"}\n')
+    assert "cpu:40" not in journal.load().baseline

@@ -19,6 +19,7 @@ import pytest
 
 import hostgen
 from kvmrt.config.file import load_config, parse_config
+from kvmrt.config.sets import IdSet
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import Task
 from kvmrt.libvirt_sync.sync import SyncStatus, sync_to_libvirt
@@ -42,9 +43,19 @@ def simlike_v1() -> hostgen.HostSpec:
 
 
 def records(data: bytes) -> list[dict]:
-    """The journal's records without the process that wrote them."""
+    """The journal's records without the process that wrote them, a CPU
+    set as its CPUs (a cpulist text since, a list of numbers before), and
+    without the label of a thread (its key names it; no longer written)."""
     lines = [json.loads(line) for line in data.splitlines()]
-    return [{k: v for k, v in r.items() if k != "by"} for r in lines]
+    return [{k: _cpus(v) for k, v in r.items()
+             if k != "by" and not (k == "label" and r.get("key", "").startswith("task:"))}
+            for r in lines]
+
+
+def _cpus(value):
+    if isinstance(value, dict) and isinstance(value.get("cpus"), str):
+        return {"cpus": sorted(IdSet.parse(value["cpus"]))}
+    return value
 
 
 def test_a_journal_written_before_the_settings_were_typed_still_restores(make_host):

@@ -76,9 +76,9 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
 
 
 def _warn_irqbalance(fs: HostFS) -> None:
-    from kvmrt.host.tasks import read_tasks
+    from kvmrt.host.tasks import process_runs
 
-    if any(t.comm == "irqbalance" and t.tid == t.pid for t in read_tasks(fs)):
+    if process_runs(fs, "irqbalance"):
         click.echo("warning: irqbalance is running and will move IRQs back onto shielded "
                    "CPUs; stop it (systemctl disable --now irqbalance) or ban the "
                    "real-time CPUs (IRQBALANCE_BANNED_CPULIST in /etc/default/irqbalance)",

@@ -82,25 +82,39 @@ def _expand(ranges: list[tuple[int, int]]) -> set[int]:
 
 
 def format_ids(ids: Iterable[int], prefix: str = "") -> str:
-    """Compress sorted ids into ranges: ``0,2,4-7`` (``n0,n2-3`` with a prefix)."""
+    """Compress sorted ids into ranges: ``0,2,4-7`` (``n0,n2-3`` with a prefix).
+
+    A frozenset's text is kept: a host formats the same few CPU sets for
+    thousands of threads and IRQs (the set is immutable, its hash cached)."""
+    if isinstance(ids, frozenset):
+        return _format_frozen(ids, prefix)
+    return _format_sorted(sorted(set(ids)), prefix)
+
+
+@lru_cache(maxsize=4096)
+def _format_frozen(ids: frozenset[int], prefix: str) -> str:
+    return _format_sorted(sorted(ids), prefix)
+
+
+def _format_sorted(ids: list[int], prefix: str) -> str:
     out: list[str] = []
-    run: list[int] = []
-    for i in sorted(set(ids)):
-        if run and i == run[-1] + 1:
-            run.append(i)
+    start = prev = None
+    for i in ids:
+        if prev is not None and i == prev + 1:
+            prev = i
             continue
-        if run:
-            out.append(_run(run, prefix))
-        run = [i]
-    if run:
-        out.append(_run(run, prefix))
+        if start is not None:
+            out.append(_run(start, prev, prefix))
+        start = prev = i
+    if start is not None:
+        out.append(_run(start, prev, prefix))
     return ",".join(out)
 
 
-def _run(run: list[int], prefix: str) -> str:
-    if len(run) == 1:
-        return f"{prefix}{run[0]}"
-    return f"{prefix}{run[0]}-{run[-1]}"
+def _run(first: int, last: int, prefix: str) -> str:
+    if first == last:
+        return f"{prefix}{first}"
+    return f"{prefix}{first}-{last}"
 
 
 def _parse_range(element: str, prefix_letters: str = "") -> tuple[str, int, int]:
@@ -238,7 +252,7 @@ class CpuSpec:
 
 def _check_known(ids: frozenset[int], known, kind: str) -> None:
     """UnknownHostObject for the lowest of ``ids`` the host does not have."""
-    missing = sorted(ids - known)
+    missing = sorted(i for i in ids if i not in known)   # no set of the host's ids per call
     if missing:
         raise UnknownHostObject(kind, missing[0], format_ids(known))
 

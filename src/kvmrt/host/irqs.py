@@ -54,63 +54,60 @@ class Irq:
 def parse_interrupts(text: str) -> dict[int, str]:
     """IRQ number -> actions column of ``/proc/interrupts`` ("" without action).
 
-    The header line (``CPU0 CPU1 ...``) says how many count columns follow
-    each IRQ number; they are dropped before the columns are split. One
-    ``split`` per line: the file has a count per CPU and IRQ (11 MB at 512
-    CPUs), and the last text's result is kept for the next reader of the
-    same snapshot.
+    The per-CPU counts before the chip (11 MB of them at 512 CPUs and 2,000
+    IRQs) are never split: the actions are found from the end of the line.
+    Fewer counts than the header has CPUs (a CPU that went offline) change
+    nothing.
     """
-    if text != _last[0]:
-        _last[:] = [text, _parse_interrupts(text)]
-    return dict(_last[1])
-
-
-_last: list = [None, {}]
-
-
-def _parse_interrupts(text: str) -> dict[int, str]:
-    lines = text.splitlines()
-    ncpus = len(lines[0].split()) if lines and _irq_number(lines[0]) is None else 0
     names = {}
-    for line in lines:
-        number = _irq_number(line)
-        if number is not None:
-            names[number] = _actions(line.partition(":")[2], ncpus)
+    for line in text.splitlines():
+        head, colon, rest = line.partition(":")
+        head = head.lstrip()
+        if colon and head.isdecimal():
+            names[int(head)] = _actions(rest)
     return names
 
 
-def _irq_number(line: str) -> int | None:
-    """The IRQ number of a line ``"  25: ..."``; None for ``NMI:``, the header..."""
-    head, colon, _ = line.partition(":")
-    head = head.lstrip()
-    return int(head) if colon and head.isdecimal() else None
+_COUNTS = " 0123456789"
 
 
-def _actions(rest: str, ncpus: int) -> str:
-    """Drop ``ncpus`` counts, then take the column after chip and hwirq-flow."""
-    fields = rest.split(None, ncpus)
-    counts = fields[:ncpus]
-    if "".join(counts).isdecimal() and len(fields) > ncpus:
-        rest = fields[ncpus]
-    else:  # fewer counts than CPUs: drop those there are
-        rest = rest.lstrip()
-        for count in counts:
-            if not count.isdecimal():
-                break
-            rest = rest[len(count):].lstrip()
-    fields = re.split(r"\s{2,}", rest.strip())
-    if len(fields) < 2 or _FLOW.search(fields[-1]):
+def _actions(rest: str) -> str:
+    """The column after chip and hwirq-flow: what follows the last run of
+    two or more blanks, unless that is the flow itself (no action). Found
+    from the right; only where nothing but counts or a number stands before
+    it are the counts skipped from the left."""
+    rest = rest.rstrip()
+    cut = rest.rfind("  ")
+    if cut < 0:
         return ""
-    return fields[-1]
+    end = cut
+    while end and rest[end - 1] == " ":
+        end -= 1
+    before = rest[rest.rfind(" ", 0, end) + 1:end]
+    if not before or before.isdecimal():
+        rest = rest.lstrip(_COUNTS)
+        cut = rest.rfind("  ")
+        if cut < 0:
+            return ""
+    actions = rest[cut + 2:].lstrip()
+    return "" if _FLOW.search(actions) else actions
 
 
-def read_irqs(fs: HostFS) -> list[Irq]:
-    """Every ``proc/irq/N`` that has ``smp_affinity_list``, by IRQ number.
+def read_interrupts(fs: HostFS) -> dict[int, str]:
+    """The actions of each IRQ in ``proc/interrupts`` (absent: none)."""
+    with host_read_errors():
+        return parse_interrupts(fs.read(INTERRUPTS, default=""))
+
+
+def read_irqs(fs: HostFS, names: dict[int, str] | None = None) -> list[Irq]:
+    """Every ``proc/irq/N`` that has ``smp_affinity_list``, by IRQ number;
+    ``names``: :func:`read_interrupts`, when the caller has read it.
 
     IRQs freed while they are read are left out.
     """
+    if names is None:
+        names = read_interrupts(fs)
     with host_read_errors():
-        names = parse_interrupts(fs.read(INTERRUPTS, default=""))
         numbers = sorted(int(n) for n in fs.listdir(IRQ_DIR, default=[]) if n.isdigit())
         irqs = (_read_irq(fs, n, names.get(n, "")) for n in numbers)
         return [irq for irq in irqs if irq is not None]
@@ -201,10 +198,11 @@ def _write_mask(fs: HostFS, rel: str, cpus: frozenset[int], *, exact: bool) -> N
         raise HostWriteError(path, f"wrote {format_ids(cpus)}, the kernel kept {shown}")
 
 
-def vfio_irqs(fs: HostFS) -> dict[PciAddress, list[int]]:
-    """The IRQs vfio-pci has requested for each device, from ``/proc/interrupts``."""
-    with host_read_errors():
-        names = parse_interrupts(fs.read(INTERRUPTS, default=""))
+def vfio_irqs(fs: HostFS, names: dict[int, str] | None = None) -> dict[PciAddress, list[int]]:
+    """The IRQs vfio-pci has requested for each device, from ``/proc/interrupts``
+    (``names``: :func:`read_interrupts`, when the caller has read it)."""
+    if names is None:
+        names = read_interrupts(fs)
     found: dict[PciAddress, list[int]] = {}
     for irq, actions in sorted(names.items()):
         for msi, intx in _VFIO.findall(actions):

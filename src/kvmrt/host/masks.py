@@ -38,7 +38,18 @@ def format_mask(cpus: Iterable[int], nbits: int) -> str:
     normally ``nr_cpu_ids``; a CPU beyond it widens the text rather than
     being dropped.
     """
-    value = sum(1 << cpu for cpu in set(cpus))
+    if isinstance(cpus, frozenset):
+        return _format_frozen(cpus, nbits)
+    return _format_value(sum(1 << cpu for cpu in set(cpus)), nbits)
+
+
+@functools.lru_cache(maxsize=1024)
+def _format_frozen(cpus: frozenset[int], nbits: int) -> str:
+    """A frozenset's text is kept: few distinct masks, written again and again."""
+    return _format_value(sum(1 << cpu for cpu in cpus), nbits)
+
+
+def _format_value(value: int, nbits: int) -> str:
     width = max(1, (nbits + 3) // 4, (value.bit_length() + 3) // 4)
     digits = f"{value:0{width}x}"
     head = len(digits) % 8 or 8

@@ -57,6 +57,9 @@ class Cpu:
         return self.core is None
 
 
+_GROUPS = {"node": "nodes", "core": "cores", "die": "dies", "package": "packages"}
+
+
 @dataclass(frozen=True)
 class Topology:
     """Present CPUs and NUMA nodes of a host."""
@@ -124,8 +127,7 @@ class Topology:
 
     def group(self, kind: str) -> Mapping[int, frozenset[int]]:
         """CPUs by ``kind``: 'node', 'core', 'die' or 'package'."""
-        return {"node": self.nodes, "core": self.cores, "die": self.dies,
-                "package": self.packages}[kind]
+        return getattr(self, _GROUPS[kind])
 
     def nodes_of(self, cpus: Iterable[int]) -> frozenset[int]:
         return frozenset(

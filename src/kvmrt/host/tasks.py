@@ -91,22 +91,41 @@ def read_task(fs: HostFS, pid: int, tid: int) -> Task:
     return _read(fs, fs.kernel.affinity_reader(), pid, tid)
 
 
+def read_affinity(fs: HostFS, task: Task) -> frozenset[int]:
+    """The CPUs ``task`` may run on now, without its ``stat`` (a write's read
+    back); :class:`TaskVanished` when it is gone."""
+    return _affinity(fs, fs.kernel.affinity_reader(), task.pid, task.tid)
+
+
 Affinity = Callable[[int, int], frozenset[int]]
+
+
+def _stat_only(pid: int, tid: int) -> frozenset[int]:
+    """No affinity: a thread's identity and flags are all :func:`set_affinity` checks."""
+    return frozenset()
 
 
 def _read(fs: HostFS, affinity: Affinity, pid: int, tid: int) -> Task:
     base = task_dir(pid, tid)
     try:
         stat = fs.read_bytes(f"{base}/stat").decode("utf-8", "surrogateescape")
-        cpus = affinity(pid, tid)
     except _GONE as err:
         raise TaskVanished(tid) from err
-    except ValueError as err:
-        raise HostReadError(str(fs.path(base)), f"unexpected status: {err}") from err
+    cpus = _affinity(fs, affinity, pid, tid)
     try:
         return _task(pid, tid, stat, cpus)
     except (ValueError, IndexError) as err:
         raise HostReadError(str(fs.path(base)), f"unexpected stat: {err}") from err
+
+
+def _affinity(fs: HostFS, affinity: Affinity, pid: int, tid: int) -> frozenset[int]:
+    try:
+        return affinity(pid, tid)
+    except _GONE as err:
+        raise TaskVanished(tid) from err
+    except ValueError as err:
+        raise HostReadError(str(fs.path(task_dir(pid, tid))),
+                            f"unexpected status: {err}") from err
 
 
 def _task(pid: int, tid: int, stat: str, affinity: frozenset[int]) -> Task:
@@ -144,6 +163,19 @@ def read_tasks(fs: HostFS, pids: Iterable[int] | None = None) -> list[Task]:
     return tasks
 
 
+def process_runs(fs: HostFS, comm: str) -> bool:
+    """Does a process named ``comm`` run? One read of ``proc/PID/comm`` per
+    process: a thread's name is its own (``prctl``), the process's is its
+    main thread's."""
+    for name in _proc_entries(fs):
+        try:
+            if name.isdigit() and fs.read(f"proc/{name}/comm", default=None) == comm:
+                return True
+        except ProcessLookupError:
+            continue    # exited while read
+    return False
+
+
 def _proc_entries(fs: HostFS) -> list[str]:
     entries = fs.listdir("proc", default=None)
     if entries is None:
@@ -165,7 +197,7 @@ def set_affinity(fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
     """
     if not cpus:
         raise ValueError(f"thread {task.tid}: empty CPU set")
-    current = read_task(fs, task.pid, task.tid)
+    current = _read(fs, _stat_only, task.pid, task.tid)
     if current.starttime != task.starttime:
         raise TaskVanished(task.tid)
     if current.pinned:

@@ -11,7 +11,11 @@ do the changes it records). Lines:
   its domain does not run yet; ``{"op": "vm-gone", "uuid": U}`` it no
   longer is tuned;
 - ``{"op": "old", "key": K, "label": L, "value": V}`` the baseline of K, the
-  first time kvmrt changes it (later ones for the same key are ignored);
+  first time kvmrt changes it (later ones for the same key are ignored). V
+  is true or false (a CPU online) or ``{"cpus": "0-15,32-511"}``, a CPU set
+  as its cpulist text (older journals list the numbers, ``{"cpus": [0, 1,
+  ...]}``, still read). A thread's record has no label: its key (tid and
+  start time) names it, and a host has tens of thousands;
 - ``{"op": "settled", "key": K}`` K is back at its baseline;
 - ``{"op": "refused", "key": K, "reason": R}`` the kernel refused to change K.
 
@@ -23,7 +27,9 @@ in part when kvmrt died): it announced nothing that was done, is skipped
 when read and cut off before the next append. Any other line that does not
 read as a record stops every command that reads the journal, naming the
 line, before anything changes. When nothing is tuned any more and every
-key is settled, the file is removed.
+key is settled, the file is removed. A command reads the journal again
+after its own appends; only the lines added since its last read are
+decoded then.
 
 The state directory is created 0755 and the files in it 0644 whatever the
 umask (``kvmrt-stat`` reads the journal as any user). kvmrt refuses a state
@@ -48,8 +54,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kvmrt import lockfile
-from kvmrt.errors import KvmrtError
-from kvmrt.host.fs import HostFS
+from kvmrt.config.sets import format_ids
+from kvmrt.errors import KvmrtError, SetSyntaxError
+from kvmrt.host.fs import HostFS, parse_cpulist
 from kvmrt.tuning.model import Action, TunedVm
 
 STATE_ENV = "KVMRT_STATE_DIR"
@@ -80,6 +87,10 @@ class JournalState:
     labels: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     tuners: dict[str, lockfile.Process] = field(default_factory=dict)
+
+    def copy(self) -> "JournalState":
+        return JournalState(dict(self.vms), dict(self.baseline), dict(self.labels),
+                            dict(self.refused), dict(self.tuners))
 
     @property
     def empty(self) -> bool:
@@ -123,13 +134,10 @@ class Journal:
             os.close(fd)
 
     def load(self) -> JournalState:
-        state = JournalState()
         data = self.read_file(JOURNAL)
         if data is None:
-            return state
-        for record in _records(data, self.path):
-            _fold(state, record)
-        return state
+            return JournalState()
+        return _folded(data, self.path)
 
     def record_vm(self, vm: TunedVm, tuner: lockfile.Process | None = None) -> None:
         record: dict[str, Any] = {"op": "vm", "vm": vm.as_json()}
@@ -142,8 +150,7 @@ class Journal:
 
     def record_old(self, actions: list[Action], known: dict[str, Any]) -> None:
         """Durably record the old value of every action's key not yet known."""
-        lines = [{"op": "old", "key": a.key, "label": a.label, "value": _encode(a.old)}
-                 for a in actions if a.key not in known]
+        lines = [_old(a) for a in actions if a.key not in known]
         self._append(lines)
 
     def settle(self, keys: list[str]) -> None:
@@ -281,7 +288,7 @@ class Journal:
         """Write ``records`` as lines, all of them or none, and fsync."""
         if not records:
             return
-        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        data = "".join(_ENCODER.encode(r) + "\n" for r in records).encode()
         fd = self.open_file(JOURNAL, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
             end = _fresh_line(fd, self.path)
@@ -293,6 +300,7 @@ class Journal:
                 raise JournalError(self.path, f"cannot record {len(records)} line(s): "
                                    f"{_reason(exc)}; nothing they announce was changed"
                                    ) from exc
+            _appended(self.path, end, data, records)
         except OSError as exc:
             raise JournalError(self.path, _reason(exc)) from exc
         finally:
@@ -385,17 +393,64 @@ def _cut(fd: int, length: int) -> None:
         pass    # the write failed already; it is what gets reported
 
 
-def _records(data: bytes, path: Path) -> Iterator[dict]:
-    lines = data.split(b"\n")
-    last = lines.pop()     # b"" when the file ends with a line break
-    for number, line in enumerate(lines, 1):
+# One line a record, keys sorted, no blanks: 20,000 threads moved make 20,000 lines.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class _Read:
+    """What a journal's whole lines fold to, kept for the next read of it."""
+
+    lines: bytes
+    count: int
+    state: JournalState
+
+
+_last_read: dict[Path, _Read] = {}
+
+
+def _folded(data: bytes, path: Path) -> JournalState:
+    """The state ``data`` records. Each command reads the journal again
+    after its own appends: when ``data`` begins with the whole lines read
+    last time, only the lines after them are decoded and folded."""
+    seen = _last_read.get(path)
+    if seen is None or not data.startswith(seen.lines):
+        seen = _Read(b"", 0, JournalState())
+    end = data.rfind(b"\n") + 1
+    state = seen.state.copy()
+    body = data[len(seen.lines):end]
+    for record in _records(body, path, seen.count):
+        _fold(state, record)
+    _last_read[path] = _Read(data[:end], seen.count + body.count(b"\n"), state)
+    last = data[end:]
+    if not last.strip():
+        return state.copy()
+    tail = state.copy()
+    try:
+        _fold(tail, _decode_line(last, path, seen.count + body.count(b"\n") + 1))
+    except JournalError:
+        pass    # torn by a kill mid-append: the change it announced was never made
+    return tail
+
+
+def _appended(path: Path, end: int, data: bytes, records: list[dict]) -> None:
+    """Fold the records just appended after byte ``end`` into what was
+    read last, so that the next read need not decode them again (it still
+    checks that the file begins with all of it)."""
+    seen = _last_read.get(path)
+    if seen is None or len(seen.lines) != end:
+        return
+    state = seen.state.copy()
+    for record in records:
+        _fold(state, record)
+    _last_read[path] = _Read(seen.lines + data, seen.count + len(records), state)
+
+
+def _records(body: bytes, path: Path, before: int) -> Iterator[dict]:
+    """The records of whole lines ``body`` (after ``before`` lines)."""
+    for number, line in enumerate(body.split(b"\n")[:-1], before + 1):
         if line.strip():
             yield _decode_line(line, path, number)
-    if last.strip():
-        try:
-            yield _decode_line(last, path, len(lines) + 1)
-        except JournalError:
-            pass    # torn by a kill mid-append: the change it announced was never made
 
 
 def _fold(state: JournalState, r: dict) -> None:
@@ -419,15 +474,26 @@ def _fold(state: JournalState, r: dict) -> None:
         state.refused[r["key"]] = r.get("reason", "")
 
 
+def _old(action: Action) -> dict:
+    record = {"op": "old", "key": action.key, "value": _encode(action.old)}
+    label = action.setting.journal_label
+    if label is not None:
+        record["label"] = label
+    return record
+
+
 def _encode(value: Any) -> Any:
+    """A CPU set as its cpulist text (``{"cpus": "0-15,32-511"}``)."""
     if isinstance(value, frozenset):
-        return {"cpus": sorted(value)}
+        return {"cpus": format_ids(value)}
     return value
 
 
 def _decode(value: Any) -> Any:
+    """Also the list of CPU numbers of journals before the cpulist text."""
     if isinstance(value, dict):
-        return frozenset(value["cpus"])
+        cpus = value["cpus"]
+        return parse_cpulist(cpus) if isinstance(cpus, str) else frozenset(cpus)
     return value
 
 
@@ -489,6 +555,17 @@ def _cpus(v: Any) -> bool:
     return isinstance(v, list) and all(_cpu(c) for c in v)
 
 
+def _cpulist(v: Any) -> bool:
+    """A cpulist text, or (journals before it) a list of CPU numbers."""
+    if not isinstance(v, str):
+        return _cpus(v)
+    try:
+        parse_cpulist(v)
+    except SetSyntaxError:
+        return False
+    return True
+
+
 _CHECKS = {
     "text": lambda v: isinstance(v, str),
     "texts": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
@@ -498,13 +575,13 @@ _CHECKS = {
     "process": lambda v: (isinstance(v, dict) and _cpu(v.get("pid"))
                           and _cpu(v.get("start"))),
     "value": lambda v: isinstance(v, bool) or (isinstance(v, dict) and set(v) == {"cpus"}
-                                               and _cpus(v["cpus"])),
+                                               and _cpulist(v["cpus"])),
 }
 _KINDS = {
     "text": "text", "texts": "a list of texts", "cpus": _INT_LIST,
     "cpu or null": "a CPU number or null", "vm": "an object",
     "process": '{"pid": N, "start": N}',
-    "value": 'true, false or {"cpus": [...]}',
+    "value": 'true, false or {"cpus": "CPULIST"}',
 }
 
 

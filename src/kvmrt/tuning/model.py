@@ -3,6 +3,7 @@ snapshot, what the VMs want, the host settings and the changes of them."""
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Union
@@ -79,7 +80,7 @@ class Wanted:
             offline=frozenset().union(*(v.offline for v in vms)),
             irq_cpu_of={a: v.irq_cpu for v in vms if v.irq_cpu is not None for a in v.pcidevs})
 
-    @property
+    @functools.cached_property
     def host(self) -> frozenset[int]:
         """The CPUs left to the host: neither shielded nor taken offline."""
         return self.all_cpus - self.shielded - self.offline
@@ -108,6 +109,11 @@ class Setting(ABC):
     @abstractmethod
     def label(self) -> str:
         """Its name for people: ``thread 812 (sshd)``."""
+
+    @property
+    def journal_label(self) -> str | None:
+        """Its label in the journal; None where the key names it well enough."""
+        return self.label
 
     @property
     def follows_kernel(self) -> bool:

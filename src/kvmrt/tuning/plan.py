@@ -46,6 +46,7 @@ the kernel could not keep the offline siblings in it).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -89,7 +90,8 @@ def plan(snapshot: Snapshot, baseline: dict[str, Value], before: list[TunedVm],
     released = [v for v in before if v.uuid not in {a.uuid for a in after}]
     online_after = frozenset(c for c, on in snapshot.online.items() if on) - new.offline
     result = Plan(notes=_notes(snapshot, new))
-    for item in _items(snapshot):
+    items = list(_items(snapshot))
+    for item in items:
         if restore and item.key not in baseline:
             continue
         base = baseline.get(item.key, item.current)
@@ -108,7 +110,7 @@ def plan(snapshot: Snapshot, baseline: dict[str, Value], before: list[TunedVm],
         wrote_base = action is not None and not action.record_only and action.new == base
         if item.key in baseline and done and (restore or item.current == base or wrote_base):
             result.settled.append(item.key)
-    present = {i.key for i in _items(snapshot)}
+    present = {i.key for i in items}
     result.settled += [k for k in baseline if k not in present]   # vanished threads, IRQs
     return result
 
@@ -134,7 +136,8 @@ def _action(item: _Item, target: Value, offline: frozenset[int],
 
 def _clipped(item: _Item, value: Value, offline: frozenset[int]) -> bool:
     """Does the kernel drop CPUs of ``value`` because they stay offline?"""
-    return item.setting.clipped and isinstance(value, frozenset) and bool(value & offline)
+    return (item.setting.clipped and isinstance(value, frozenset)
+            and not value.isdisjoint(offline))
 
 
 def _kvmrts(item: _Item, base: Value, old: Wanted, new: Wanted) -> bool:
@@ -146,6 +149,7 @@ def _kvmrts(item: _Item, base: Value, old: Wanted, new: Wanted) -> bool:
                for value in (target(base, old), target(base, new), base))
 
 
+@functools.lru_cache(maxsize=4096)
 def _kernel_shows(current: Value, value: Value, gone: frozenset[int]) -> bool:
     """Can the kernel show ``current`` for a ``value`` written while (or
     before) the CPUs in ``gone`` went offline? It drops offline CPUs from

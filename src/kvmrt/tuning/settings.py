@@ -44,6 +44,7 @@ older kvmrt must restore, so the key formats below never change.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
@@ -140,6 +141,12 @@ class TaskAffinity(Setting):
         return f"thread {self.task.tid} ({self.task.comm})"
 
     @property
+    def journal_label(self) -> None:
+        # The key (tid and start time) names the thread; a host has tens of
+        # thousands, and their labels would make up a third of the journal.
+        return None
+
+    @property
     def follows_kernel(self) -> bool:
         return self.task.irq_thread is not None
 
@@ -149,8 +156,9 @@ class TaskAffinity(Setting):
                 if t.pid not in s.protected_pids and not t.pinned)
 
     def target(self, base: Value, w: Wanted) -> Value:
-        if base - w.shielded:
-            return base - w.shielded
+        left = without(base, w.shielded)
+        if left:
+            return left
         if self.task.kernel and w.shielded:
             return w.host or base
         return base
@@ -158,7 +166,7 @@ class TaskAffinity(Setting):
     def write(self, fs: HostFS, value: Value) -> None:
         task = self.task
         tasks.set_affinity(fs, task, value)
-        now = tasks.read_task(fs, task.pid, task.tid).affinity
+        now = tasks.read_affinity(fs, task)
         if now != value:
             raise HostWriteError(f"thread {task.tid}", f"affinity reads back as "
                                  f"{format_ids(now)}, not {format_ids(value)}")
@@ -191,7 +199,7 @@ class IrqAffinity(Setting):
     def target(self, base: Value, w: Wanted) -> Value:
         if self.device is not None and self.device in w.irq_cpu_of:
             return frozenset({w.irq_cpu_of[self.device]})
-        return (base - w.shielded) or w.host
+        return without(base, w.shielded) or w.host
 
     def write(self, fs: HostFS, value: Value) -> None:
         # The effective affinity may follow only at the IRQ's next interrupt
@@ -203,7 +211,7 @@ class _HostMask(Setting):
     """A mask of the whole host: it loses the shielded CPUs."""
 
     def target(self, base: Value, w: Wanted) -> Value:
-        return (base - w.shielded) or w.host
+        return without(base, w.shielded) or w.host
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,13 @@ class WorkqueueMask(_HostMask):
 
     def write(self, fs: HostFS, value: Value) -> None:
         irqs.write_workqueue_mask(fs, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def without(cpus: frozenset[int], shielded: frozenset[int]) -> frozenset[int]:
+    """``cpus - shielded``, kept: thousands of threads and IRQs share a few
+    affinities, each a set of up to thousands of CPUs."""
+    return cpus - shielded
 
 
 KINDS: tuple[type[Setting], ...] = (
