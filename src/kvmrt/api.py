@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -120,6 +121,9 @@ class Session:
     fs: HostFS = field(default_factory=HostFS)
     _host: Host | None = field(default=None, repr=False)
     _domains: Domains | None = field(default=None, repr=False)
+    # Workers of a front end may open the host or libvirt at once: one reads.
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                     compare=False)
 
     @property
     def hostname(self) -> str:
@@ -133,7 +137,9 @@ class Session:
     @property
     def host(self) -> Host:
         if self._host is None:
-            self._host = read_host(self.fs)
+            with self._opening:
+                if self._host is None:
+                    self._host = read_host(self.fs)
         return self._host
 
     def reread_host(self) -> Host:
@@ -144,7 +150,9 @@ class Session:
     def domains(self) -> Domains:
         """libvirt's domains; raises LibvirtError when it is unreachable."""
         if self._domains is None:
-            self._domains = Domains(connect(self.uri))
+            with self._opening:
+                if self._domains is None:
+                    self._domains = Domains(connect(self.uri))
         return self._domains
 
     def config_exists(self) -> bool:

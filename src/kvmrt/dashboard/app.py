@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from kvmrt import api
 from kvmrt.config.file import DEFAULT_PATH, Config
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import error_line
 from kvmrt.status import VmStatus
 
 REFRESH_SECONDS = 2.0
@@ -148,8 +148,8 @@ class Dashboard(App):
             statuses = api.vm_statuses(self.session, config,
                                        include_disabled=self.show_disabled)
             warnings = api.leftover_warnings(self.session)
-        except KvmrtError as exc:
-            self.call_from_thread(self._show_error, str(exc))
+        except Exception as exc:      # a broken host tree, libvirt gone: one line
+            self.call_from_thread(self._show_error, error_line(exc))
             return
         finally:
             self._reading = False

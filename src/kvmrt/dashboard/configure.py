@@ -20,6 +20,7 @@ from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.dashboard.draft import Draft, VmDraft
+from kvmrt.dashboard.failures import error_line
 from kvmrt.errors import KvmrtError
 
 TEXT_FIELDS = ("name", "title", "description", "cpuset", "pcidevs")
@@ -307,8 +308,8 @@ class ConfigScreen(Screen):
             report = api.apply_edit(self.app.session, original, text)
         except api.ConfigChangedOnDisk as exc:
             self.app.call_from_thread(self.changed_on_disk, str(exc))
-        except KvmrtError as exc:
-            self.app.call_from_thread(self.applied_lines, text, [f"error: {exc}"], False)
+        except Exception as exc:
+            self.app.call_from_thread(self.applied_lines, text, [error_line(exc)], False)
         else:
             lines = [f"{self.app.session.path}: saved"]
             lines += [report.sync_error] if report.sync_error else []

@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import error_line
 from kvmrt.status import VmStatus
 
 
@@ -150,8 +150,8 @@ class DetailsScreen(Screen):
             config = self.app.session.load()
             found = api.vm_statuses(self.app.session, config, threads=True,
                                     names=[self.vm_name] if self.vm_name else ())
-        except KvmrtError as exc:
-            self.app.call_from_thread(self._summary, f"error: {exc}")
+        except Exception as exc:
+            self.app.call_from_thread(self._summary, error_line(exc))
             return
         self.app.call_from_thread(self._show, found)
 

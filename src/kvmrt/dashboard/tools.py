@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import error_line
 
 
 def _n(value) -> str:
@@ -48,8 +48,8 @@ class _TableScreen(Screen):
     def load(self) -> None:
         try:
             rows, note = self.read()
-        except KvmrtError as exc:
-            rows, note = [], f"error: {exc}"
+        except Exception as exc:
+            rows, note = [], error_line(exc)
         self.app.call_from_thread(self.show, rows, note)
 
     def prepare(self) -> None:
