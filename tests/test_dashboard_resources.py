@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
 from dashboard_util import CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, wait_for
-from test_dashboard_config import open_dialog, pick, type_into
+from test_dashboard_config import labels, open_dialog, pick, type_into
 
 
 def keys(screen, table: str) -> list[str]:
@@ -88,5 +88,35 @@ def test_part_of_an_iommu_group_is_warned_and_assign_takes_the_group(host, cfg):
         assert screen.query_one("#f-pcidevs").value == "0000:22:00.0 0000:22:00.1"
         assert row(screen, "pci", "0000:22:00.1")[4] == "RedHawk-8.4"     # owner column
         assert not screen.errors()
+
+    drive(app, script)
+
+
+def test_import_vms_adds_libvirt_domains_to_the_draft(host, cfg):
+    from kvmrt.dashboard.importer import ImportDialog
+
+    app = make_app(host, cfg)
+
+    async def script(pilot):
+        screen = await open_dialog(pilot)
+        await pilot.click("#import")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImportDialog))
+        dialog = app.screen
+        domains = dialog.query_one("#import-domains")
+        await wait_for(pilot, lambda: domains.option_count > 0)
+        names = [domains.get_option_at_index(i).value for i in range(domains.option_count)]
+        assert names == ["centos7-legacy", "rhel8-gpu"]     # not those of the config
+        domains.select("centos7-legacy")
+        await pilot.pause()
+        await pilot.click("#do-import")
+        await wait_for(pilot, lambda: len(screen.draft.vms) == 3)
+        new = screen.draft.vms[2]
+        assert new.get("name") == "centos7-legacy"
+        assert labels(screen)[2].startswith("*") and "centos7-legacy" in labels(screen)[2]
+        assert screen.query_one("#f-name").value == "centos7-legacy"   # shown in the form
+        assert cfg.read_text() == CONFIG                              # the draft only
+        await pilot.click("#apply")
+        await wait_for(pilot, lambda: not screen.draft.changed())
+        assert f"[{new.uuid}]\nname = centos7-legacy\n" in cfg.read_text()
 
     drive(app, script)

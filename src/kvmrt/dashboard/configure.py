@@ -89,6 +89,7 @@ class ConfigScreen(Screen):
         with Horizontal(id="cfg-buttons"):
             yield Button("Apply", id="apply", variant="primary")
             yield Button("Revert", id="revert")
+            yield Button("Import VMs", id="import")
             yield Button("Remove VM", id="remove")
             yield Button("Up", id="up")
             yield Button("Down", id="down")
@@ -223,9 +224,37 @@ class ConfigScreen(Screen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {"apply": self.action_apply, "revert": self.action_revert,
                    "reload": self.load, "close": self.action_close,
-                   "remove": self.remove_vm, "up": lambda: self.move(-1),
+                   "remove": self.remove_vm, "import": self.ask_import,
+                   "up": lambda: self.move(-1),
                    "down": lambda: self.move(1)}
         actions[event.button.id]()
+
+    def ask_import(self) -> None:
+        from kvmrt.dashboard.importer import ImportDialog
+
+        self.app.push_screen(ImportDialog(self.draft.text()),
+                             lambda names: names and self.import_vms(self.draft.text(), names))
+
+    @work(thread=True, exclusive=True, group="import")
+    def import_vms(self, text: str, names: list[str]) -> None:
+        """Take the domains as kvmrt-import would, into the draft only."""
+        try:
+            sections, lines = api.import_preview(self.app.session, text, names)
+        except Exception as exc:
+            sections, lines = [], [error_line(exc)]
+        self.app.call_from_thread(self.imported, sections, lines)
+
+    def imported(self, sections: list, lines: list[str]) -> None:
+        for uuid, entries in sections:
+            if self.draft.find(uuid) is None:
+                self.draft.add(uuid, entries)
+        if sections:
+            self.current = sections[0][0]
+        added = ", ".join(dict(entries).get("name", uuid) for uuid, entries in sections)
+        self.applied = ([f"imported into the draft (Apply writes them): {added}"]
+                        if added else []) + lines
+        self.revalidate()
+        self.show_form()
 
     def remove_vm(self) -> None:
         """From the config only; libvirt keeps the domain."""
