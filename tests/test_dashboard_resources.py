@@ -120,3 +120,31 @@ def test_import_vms_adds_libvirt_domains_to_the_draft(host, cfg):
         assert f"[{new.uuid}]\nname = centos7-legacy\n" in cfg.read_text()
 
     drive(app, script)
+
+
+def test_assigning_a_group_leaves_its_pci_bridge_on_the_host(make_host, cfg, monkeypatch):
+    import dataclasses
+
+    import hostgen
+
+    spec = hostgen.threadripper_5975wx()
+    bridge = hostgen.PciSpec("0000:40:01.0", 0x060400, 3, iommu_group=12, driver="pcieport")
+    root = make_host(dataclasses.replace(spec, pci=spec.pci + (bridge,)))
+    monkeypatch.setenv("KVMRT_FSROOT", str(root))
+    monkeypatch.delenv("KVMRT_STATE_DIR", raising=False)
+    app = make_app(root, cfg)
+
+    async def script(pilot):
+        screen = await open_dialog(pilot)
+        await pick(pilot, screen, PLAIN_UUID)
+        table = screen.query_one("#pci")
+        await wait_for(pilot, lambda: "0000:40:01.0" in keys(screen, "pci"))
+        table.focus()
+        table.move_cursor(row=table.get_row_index("0000:40:00.0"))
+        await pilot.pause()
+        await pilot.press("ctrl+a")
+        await wait_for(pilot, lambda: screen.draft.find(PLAIN_UUID).get("pcidevs"))
+        assert screen.draft.find(PLAIN_UUID).get("pcidevs") == "0000:40:00.0"
+        assert not screen.errors()
+
+    drive(app, script)

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from kvmrt import api
 from kvmrt.config.file import DEFAULT_PATH, Config
 from kvmrt.config.sets import format_ids
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.status import VmStatus
 
 REFRESH_SECONDS = 2.0
@@ -156,12 +156,12 @@ class Dashboard(App):
                                        include_disabled=self.show_disabled)
             warnings = api.leftover_warnings(self.session)
         except Exception as exc:      # a broken host tree, libvirt gone: one line
-            self.call_from_thread(self._show_error, error_line(exc))
+            deliver(self, self._show_error, error_line(exc))
             return
         finally:
             self._reading = False
         if generation == self._generation:
-            self.call_from_thread(self._show, statuses, warnings)
+            deliver(self, self._show, statuses, warnings)
 
     def _current_config(self) -> Config:
         """The config, read again only when the file changed."""

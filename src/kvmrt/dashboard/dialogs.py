@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.status import VmStatus
 
 
@@ -157,9 +157,9 @@ class DetailsScreen(Screen):
             found = api.vm_statuses(self.app.session, config, threads=True,
                                     names=[self.vm_name] if self.vm_name else ())
         except Exception as exc:
-            self.app.call_from_thread(self._summary, error_line(exc))
+            deliver(self.app, self._summary, error_line(exc))
             return
-        self.app.call_from_thread(self._show, found)
+        deliver(self.app, self._show, found)
 
     def _summary(self, text: str) -> None:
         self.query_one("#summary", Static).update(text)

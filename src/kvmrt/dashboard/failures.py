@@ -8,6 +8,10 @@ and the dashboard keeps running.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from textual.css.query import NoMatches
+
 from kvmrt.errors import KvmrtError
 
 
@@ -18,3 +22,12 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, KvmrtError):
         return f"error: {text}"
     return f"error: unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def deliver(app, show: Callable[..., Any], *args: Any) -> None:
+    """Hand a worker's reading to the UI thread. A screen closed meanwhile
+    (Esc, quit: its widgets are gone) drops it instead of failing."""
+    try:
+        app.call_from_thread(show, *args)
+    except NoMatches:
+        pass

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 
 
 def _n(value) -> str:
@@ -50,7 +50,7 @@ class _TableScreen(Screen):
             rows, note = self.read()
         except Exception as exc:
             rows, note = [], error_line(exc)
-        self.app.call_from_thread(self.show, rows, note)
+        deliver(self.app, self.show, rows, note)
 
     def prepare(self) -> None:
         """Before the table gets its columns."""
