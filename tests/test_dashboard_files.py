@@ -192,3 +192,17 @@ def test_lock_configuration_says_what_it_changed(host, cfg):
                                           "nothing changed")
 
     drive(app, script)
+
+
+def test_an_ordinary_user_may_open_files_but_not_create_clone_or_lock(host, cfg):
+    app = make_app(host, cfg, read_only="this changes the host or libvirt and needs root")
+
+    async def script(pilot):
+        await pilot.press("f10")
+        await wait_for(pilot, lambda: app.screen.query("OptionList"))
+        options = app.screen.query_one("OptionList")
+        disabled = {o.id for o in options._options if o.disabled}
+        assert {"file_new", "file_clone", "lock"} <= disabled
+        assert not {"file_open", "file_close", "edit_config"} & disabled
+
+    drive(app, script)
