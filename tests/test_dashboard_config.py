@@ -118,24 +118,6 @@ def test_apply_writes_the_file_and_syncs_libvirt(host, cfg):
     drive(app, script)
 
 
-def test_assigning_a_device_assigns_its_iommu_group(host, cfg):
-    app = make_app(host, cfg)
-
-    async def script(pilot):
-        screen = await open_dialog(pilot)
-        await pick(pilot, screen, PLAIN_UUID)
-        table = screen.query_one("#pci")
-        table.focus()
-        table.move_cursor(row=table.get_row_index("0000:22:00.0"))
-        await pilot.press("ctrl+a")
-        await pilot.pause()
-        assert screen.draft.find(PLAIN_UUID).get("pcidevs") == "0000:22:00.0 0000:22:00.1"
-        assert screen.query_one("#f-pcidevs").value == "0000:22:00.0 0000:22:00.1"
-        assert str(table.get_row("0000:22:00.1")[4]) == "RedHawk-8.4"   # owner column
-
-    drive(app, script)
-
-
 def test_a_config_changed_on_disk_is_never_overwritten(host, cfg):
     app = make_app(host, cfg)
 

@@ -34,6 +34,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -43,7 +45,7 @@ from kvmrt import edit
 from kvmrt.config import inifile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config, parse_config
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.errors import ConfigFileError, KvmrtError
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.model import Host
 from kvmrt.host.tasks import read_tasks
@@ -120,6 +122,9 @@ class Session:
     fs: HostFS = field(default_factory=HostFS)
     _host: Host | None = field(default=None, repr=False)
     _domains: Domains | None = field(default=None, repr=False)
+    # Workers of a front end may open the host or libvirt at once: one reads.
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False,
+                                     compare=False)
 
     @property
     def hostname(self) -> str:
@@ -133,7 +138,9 @@ class Session:
     @property
     def host(self) -> Host:
         if self._host is None:
-            self._host = read_host(self.fs)
+            with self._opening:
+                if self._host is None:
+                    self._host = read_host(self.fs)
         return self._host
 
     def reread_host(self) -> Host:
@@ -144,7 +151,9 @@ class Session:
     def domains(self) -> Domains:
         """libvirt's domains; raises LibvirtError when it is unreachable."""
         if self._domains is None:
-            self._domains = Domains(connect(self.uri))
+            with self._opening:
+                if self._domains is None:
+                    self._domains = Domains(connect(self.uri))
         return self._domains
 
     def config_exists(self) -> bool:
@@ -542,3 +551,93 @@ class InterruptSampler:
                  for irq, counts in now.items()}
         self.cpus, self._last, self._at = cpus, now, at
         return rates
+
+
+# -- the config file as a whole (the dashboard's File menu, Edit ▸ Lock) -------
+
+def clone_config(source: str, target: str) -> None:
+    """Copy the config at ``source`` to the new file ``target``, with the
+    source's mode (a locked config stays root's). The copy is complete
+    before it gets its name; an existing ``target`` is never overwritten."""
+    _require_root()
+    text = inifile.read_config(source)
+    mode = os.stat(source).st_mode & 0o7777
+    with inifile.locked(target):
+        _write_new(target, text, mode)
+
+
+def _write_new(path: str, text: str, mode: int) -> None:
+    """Write a complete copy beside ``path`` (mode set before any byte),
+    then give it the name with link(2), which refuses an existing file."""
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", dir=directory)
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot create a file in {directory}: "
+                              f"{exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(temp, path)
+    except FileExistsError:
+        raise KvmrtError(f"{path}: exists already; not overwritten") from None
+    except OSError as exc:
+        raise ConfigFileError(path, exc.strerror or str(exc)) from exc
+    finally:
+        os.unlink(temp)
+
+
+@dataclass(frozen=True)
+class LockReport:
+    """Mode and owner (uid, gid) of the config before and after the lock."""
+
+    path: str
+    before: tuple[int, int, int]
+    after: tuple[int, int, int]
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+LOCKED = (0o600, 0, 0)      # read and written by root alone
+
+
+def lock_config(path: str) -> LockReport:
+    """Let only root read or write the config: mode 0600, owner root:root
+    (a symbolic link's target is locked)."""
+    _require_root()
+    target = os.path.realpath(path)
+    with inifile.locked(path):
+        try:
+            before = mode_owner(target)
+            os.chown(target, 0, 0)
+            os.chmod(target, LOCKED[0])      # after chown, which may clear set-id bits
+            after = mode_owner(target)
+        except OSError as exc:
+            raise ConfigFileError(path, exc.strerror or str(exc)) from exc
+    return LockReport(target, before, after)
+
+
+def mode_owner(path: str) -> tuple[int, int, int]:
+    """A file's permission bits, uid and gid."""
+    st = os.stat(path)
+    return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
+def import_preview(session: Session, text: str, names: list[str]
+                   ) -> tuple[list[tuple[str, list[tuple[str, str]]]], list[str]]:
+    """``kvmrt-import NAME...`` on a config text instead of the file: the
+    sections it would append (UUID, entries) and what it refused or could
+    not express, as kvmrt-import says it. Nothing is written."""
+    from kvmrt.config.model import vm_to_entries
+    from kvmrt.libvirt_sync.importer import import_domains
+
+    config = parse_config(text, session.path)
+    chosen = [d for d in session.domains.all() if d.name in names]
+    result = import_domains(config, chosen, session.host, update=False)
+    added = [config.find(d.uuid) for d in chosen if d.name in result.added]
+    return [(vm.uuid, vm_to_entries(vm)) for vm in added], result.refused + result.notes

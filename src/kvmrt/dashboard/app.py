@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from kvmrt import api
 from kvmrt.config.file import DEFAULT_PATH, Config
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.status import VmStatus
 
 REFRESH_SECONDS = 2.0
@@ -34,7 +34,11 @@ WIDTHS = {"name": 20, "state": 11, "rt": 2, "vcpus": 5, "cpuset": 16, "tuning": 
 # Actions that change the host, libvirt or the config: root only.
 # The configuration dialog opens for anybody; its Apply is root's.
 CHANGING = {"boot", "shutdown", "shutdown_force", "retune", "boot_all", "shutdown_all",
-            "sync"}
+            "sync", "file_new", "file_clone", "lock"}
+# Actions on the open configuration: greyed out after File ▸ Close.
+ON_CONFIG = {"menu", "boot", "shutdown", "shutdown_force", "retune", "console", "details",
+             "boot_all", "shutdown_all", "edit_config", "sync", "sync_plan", "details_all",
+             "file_clone", "file_close", "lock"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class Dashboard(App):
         self.refreshes = 0
         self._reading = False
         self.diagnostics: list = []     # the config's errors and warnings
+        self.opened = True              # False after File ▸ Close
+        self._generation = 0            # +1 when another file is opened or closed
 
     # -- layout ---------------------------------------------------------------
 
@@ -136,24 +142,26 @@ class Dashboard(App):
     def refresh_vms(self) -> None:
         """Start a refresh unless one is still reading (a slow host never
         piles up readers)."""
-        if not self._reading:
+        if not self._reading and self.opened:
             self._reading = True
-            self._read()
+            self._read(self._generation)
 
     @work(thread=True, group="refresh")
-    def _read(self) -> None:
-        """Read config, libvirt and /proc in a thread; show it on the UI thread."""
+    def _read(self, generation: int) -> None:
+        """Read config, libvirt and /proc in a thread; show it on the UI
+        thread unless another file was opened meanwhile."""
         try:
             config = self._current_config()
             statuses = api.vm_statuses(self.session, config,
                                        include_disabled=self.show_disabled)
             warnings = api.leftover_warnings(self.session)
-        except KvmrtError as exc:
-            self.call_from_thread(self._show_error, str(exc))
+        except Exception as exc:      # a broken host tree, libvirt gone: one line
+            deliver(self, self._show_error, error_line(exc))
             return
         finally:
             self._reading = False
-        self.call_from_thread(self._show, statuses, warnings)
+        if generation == self._generation:
+            deliver(self, self._show, statuses, warnings)
 
     def _current_config(self) -> Config:
         """The config, read again only when the file changed."""
@@ -216,6 +224,8 @@ class Dashboard(App):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in CHANGING and self.read_only:
             return None     # shown greyed out; the banner says why
+        if action in ON_CONFIG and not self.opened:
+            return None
         return True
 
     def _vm_or_say(self) -> VmStatus | None:
@@ -301,7 +311,63 @@ class Dashboard(App):
     def action_main_menu(self) -> None:
         from kvmrt.dashboard.dialogs import MainMenu
 
-        self.push_screen(MainMenu(), lambda choice: choice and self.run_action(choice))
+        self.push_screen(MainMenu(lambda action: self.check_action(action, ()) is True),
+                         lambda choice: choice and self.run_action(choice))
+
+    # -- File ▸ New, Open, Clone, Close; Edit ▸ Lock -------------------------------
+
+    def action_file_new(self) -> None:
+        from kvmrt.dashboard.files import NewDialog
+
+        folder = os.path.dirname(os.path.abspath(self.session.path))
+        self.push_screen(NewDialog(folder), self._opened_new)
+
+    def _opened_new(self, path: str | None) -> None:
+        if path:
+            self.switch_config(path)
+            self.notify(f"created {path} (empty): e opens the configuration dialog, "
+                        "where Import VMs adds libvirt's domains")
+
+    def action_file_open(self) -> None:
+        from kvmrt.dashboard.files import OpenDialog
+
+        self.push_screen(OpenDialog(self.session.path),
+                         lambda path: path and self.switch_config(path))
+
+    def action_file_clone(self) -> None:
+        from kvmrt.dashboard.files import CloneDialog
+
+        self.push_screen(CloneDialog(self.session.path), lambda path: path and self.notify(
+            f"cloned {self.session.path} to {path}; File ▸ Open switches to it"))
+
+    def action_file_close(self) -> None:
+        from kvmrt.dashboard.files import NoConfig
+
+        self.opened = False
+        self._generation += 1
+        self.config, self._config_stamp, self.diagnostics = None, None, []
+        self._rows, self.statuses = {}, {}
+        self.table.clear()
+        self.sub_title = "no configuration open"
+        self.query_one("#problems", Static).update(
+            "No configuration is open: F10 ▸ File ▸ New or Open.")
+        self.push_screen(NoConfig(), lambda choice: choice and self.run_action(choice))
+
+    def switch_config(self, path: str) -> None:
+        """Show another config file (File ▸ New, Open)."""
+        self.session.path = path
+        self.opened = True
+        self._generation += 1
+        self.config, self._config_stamp, self.diagnostics = None, None, []
+        self.sub_title = path
+        self.query_one("#problems", Static).update("")
+        self._reading = False     # a reader of the old file no longer shows its rows
+        self.refresh_vms()
+
+    def action_lock(self) -> None:
+        from kvmrt.dashboard.files import LockDialog
+
+        self.push_screen(LockDialog(self.session.path))
 
     def action_sync_plan(self) -> None:
         from kvmrt.dashboard.jobs import Job, JobScreen

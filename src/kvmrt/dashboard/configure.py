@@ -12,14 +12,16 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import (Button, DataTable, Footer, Header, Input, Label, OptionList,
+from textual.widgets import (Button, Footer, Header, Input, Label, OptionList,
                              Static, Switch)
 from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.dashboard.draft import Draft, VmDraft
+from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.resources import ResourcePane, group_of
 from kvmrt.errors import KvmrtError
 
 TEXT_FIELDS = ("name", "title", "description", "cpuset", "pcidevs")
@@ -37,7 +39,6 @@ class ConfigScreen(Screen):
     .field { height: 3; }
     .field > Label { width: 14; padding: 1 0 0 0; }
     #resolved { padding: 1 1 0 1; width: auto; }
-    #cfg-pci { width: 62; }
     #cfg-diag { height: 8; border: round $primary; padding: 0 1; }
     #cfg-ondisk { background: $warning-darken-2; padding: 0 1; height: auto; }
     #cfg-ondisk.hidden { display: none; }
@@ -83,16 +84,12 @@ class ConfigScreen(Screen):
                     with Horizontal(classes="field"):
                         yield Label(key)
                         yield Switch(id=f"f-{key}")
-            with Vertical(id="cfg-pci"):
-                yield Label("PCI devices (Ctrl+A assigns the IOMMU group to the VM)")
-                table = DataTable(id="pci", cursor_type="row")
-                for key in ("address", "group", "node", "driver", "owner"):
-                    table.add_column(key.upper(), key=key)
-                yield table
+            yield ResourcePane()
         yield Static("", id="cfg-diag")
         with Horizontal(id="cfg-buttons"):
             yield Button("Apply", id="apply", variant="primary")
             yield Button("Revert", id="revert")
+            yield Button("Import VMs", id="import")
             yield Button("Remove VM", id="remove")
             yield Button("Up", id="up")
             yield Button("Down", id="down")
@@ -190,24 +187,8 @@ class ConfigScreen(Screen):
         self.query_one("#resolved", Label).update(text)
 
     def show_devices(self) -> None:
-        table = self.query_one("#pci", DataTable)
-        devices = api.pci_devices(self.app.session, self.config)
-        if table.row_count != len(devices):
-            table.clear()
-            for d in devices:
-                table.add_row(*self._device_cells(d), key=d.address)
-        else:
-            for d in devices:
-                for col, value in zip(("address", "group", "node", "driver", "owner"),
-                                      self._device_cells(d)):
-                    table.update_cell(d.address, col, value)
-        self.devices = {d.address: d for d in devices}
-
-    @staticmethod
-    def _device_cells(d: api.PciInfo) -> tuple:
-        return (d.address, "-" if d.iommu_group is None else str(d.iommu_group),
-                "-" if d.numa_node is None else str(d.numa_node), d.driver or "-",
-                ", ".join(d.owners) or "-")
+        names = [vm.get("name") for vm in self.draft.vms if vm.get("name")]
+        self.query_one(ResourcePane).show(self.app.session, self.config, names, self.current)
 
     # -- events ---------------------------------------------------------------
 
@@ -243,9 +224,37 @@ class ConfigScreen(Screen):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {"apply": self.action_apply, "revert": self.action_revert,
                    "reload": self.load, "close": self.action_close,
-                   "remove": self.remove_vm, "up": lambda: self.move(-1),
+                   "remove": self.remove_vm, "import": self.ask_import,
+                   "up": lambda: self.move(-1),
                    "down": lambda: self.move(1)}
         actions[event.button.id]()
+
+    def ask_import(self) -> None:
+        from kvmrt.dashboard.importer import ImportDialog
+
+        self.app.push_screen(ImportDialog(self.draft.text()),
+                             lambda names: names and self.import_vms(self.draft.text(), names))
+
+    @work(thread=True, exclusive=True, group="import")
+    def import_vms(self, text: str, names: list[str]) -> None:
+        """Take the domains as kvmrt-import would, into the draft only."""
+        try:
+            sections, lines = api.import_preview(self.app.session, text, names)
+        except Exception as exc:
+            sections, lines = [], [error_line(exc)]
+        self.app.call_from_thread(self.imported, sections, lines)
+
+    def imported(self, sections: list, lines: list[str]) -> None:
+        for uuid, entries in sections:
+            if self.draft.find(uuid) is None:
+                self.draft.add(uuid, entries)
+        if sections:
+            self.current = sections[0][0]
+        added = ", ".join(dict(entries).get("name", uuid) for uuid, entries in sections)
+        self.applied = ([f"imported into the draft (Apply writes them): {added}"]
+                        if added else []) + lines
+        self.revalidate()
+        self.show_form()
 
     def remove_vm(self) -> None:
         """From the config only; libvirt keeps the domain."""
@@ -261,18 +270,25 @@ class ConfigScreen(Screen):
             self.revalidate()
 
     def action_assign(self) -> None:
-        """Add the highlighted device's whole IOMMU group to the VM's pcidevs."""
-        vm, table = self.vm(), self.query_one("#pci", DataTable)
-        if vm is None or not table.row_count:
+        """Add the highlighted device's whole IOMMU group to the VM's pcidevs
+        (see :mod:`kvmrt.dashboard.resources`)."""
+        pane = self.query_one(ResourcePane)
+        vm, device = self.vm(), pane.highlighted()
+        if vm is None or device is None:
             return
-        address = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-        group = self.devices[address].group_members
+        group = group_of(device, pane.devices)
         have = vm.get("pcidevs").split()
         vm.set("pcidevs", " ".join(have + [a for a in group if a not in have]))
         self.query_one("#f-pcidevs", Input).value = vm.get("pcidevs")
+        name = vm.get("name")
+        others = sorted({o for a in group for o in pane.devices[a].owners if o != name}
+                        if all(a in pane.devices for a in group) else set())
         if len(group) > 1:
-            self.notify(f"assigned IOMMU group {self.devices[address].iommu_group}: "
-                        f"{', '.join(group)}")
+            self.notify(f"assigned IOMMU group {device.iommu_group}: {', '.join(group)}")
+        if others:
+            self.notify(f"{', '.join(group)} also passed to {', '.join(others)}: a device "
+                        "belongs to one VM (the diagnostics say pci-shared)",
+                        severity="warning")
         self.revalidate()
 
     def action_revert(self) -> None:
@@ -307,8 +323,8 @@ class ConfigScreen(Screen):
             report = api.apply_edit(self.app.session, original, text)
         except api.ConfigChangedOnDisk as exc:
             self.app.call_from_thread(self.changed_on_disk, str(exc))
-        except KvmrtError as exc:
-            self.app.call_from_thread(self.applied_lines, text, [f"error: {exc}"], False)
+        except Exception as exc:
+            self.app.call_from_thread(self.applied_lines, text, [error_line(exc)], False)
         else:
             lines = [f"{self.app.session.path}: saved"]
             lines += [report.sync_error] if report.sync_error else []

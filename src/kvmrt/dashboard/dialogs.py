@@ -15,7 +15,7 @@ from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.status import VmStatus
 
 
@@ -62,22 +62,28 @@ def VmMenu(s: VmStatus, *, read_only: str | None) -> _Menu:
     return _Menu(title, items)
 
 
-def MainMenu() -> _Menu:
-    return _Menu("Menu", [
-        ("edit_config", "Edit ▸ Configuration…", True),
-        ("sync_plan", "Edit ▸ Differences with libvirt", True),
-        ("sync", "Edit ▸ Resynchronize libvirt with the config", True),
-        ("toggle_disabled", "View ▸ Show/hide disabled VMs", True),
-        ("details_all", "View ▸ Runtime details of all VMs", True),
-        ("boot_all", "VMs ▸ Boot all…", True),
-        ("shutdown_all", "VMs ▸ Shutdown all…", True),
-        ("topology", "Tools ▸ Host topology", True),
-        ("cpu_status", "Tools ▸ CPU status", True),
-        ("interrupts", "Tools ▸ Interrupt counts", True),
-        ("man", "Help ▸ Manual page kvmrt(1)", True),
-        ("about", "Help ▸ About", True),
-        ("quit", "File ▸ Quit", True),
-    ])
+def MainMenu(allowed) -> _Menu:
+    """Every menu item; those ``allowed(action)`` refuses are greyed out."""
+    return _Menu("Menu", [(action, label, allowed(action)) for action, label in [
+        ("file_new", "File ▸ New configuration…"),
+        ("file_open", "File ▸ Open configuration…"),
+        ("file_clone", "File ▸ Clone configuration…"),
+        ("file_close", "File ▸ Close configuration"),
+        ("edit_config", "Edit ▸ Configuration…"),
+        ("lock", "Edit ▸ Lock configuration (root only)…"),
+        ("sync_plan", "Edit ▸ Differences with libvirt"),
+        ("sync", "Edit ▸ Resynchronize libvirt with the config"),
+        ("toggle_disabled", "View ▸ Show/hide disabled VMs"),
+        ("details_all", "View ▸ Runtime details of all VMs"),
+        ("boot_all", "VMs ▸ Boot all…"),
+        ("shutdown_all", "VMs ▸ Shutdown all…"),
+        ("topology", "Tools ▸ Host topology"),
+        ("cpu_status", "Tools ▸ CPU status"),
+        ("interrupts", "Tools ▸ Interrupt counts"),
+        ("man", "Help ▸ Manual page kvmrt(1)"),
+        ("about", "Help ▸ About"),
+        ("quit", "File ▸ Quit"),
+    ]])
 
 
 class TextPage(ModalScreen):
@@ -150,10 +156,10 @@ class DetailsScreen(Screen):
             config = self.app.session.load()
             found = api.vm_statuses(self.app.session, config, threads=True,
                                     names=[self.vm_name] if self.vm_name else ())
-        except KvmrtError as exc:
-            self.app.call_from_thread(self._summary, f"error: {exc}")
+        except Exception as exc:
+            deliver(self.app, self._summary, error_line(exc))
             return
-        self.app.call_from_thread(self._show, found)
+        deliver(self.app, self._show, found)
 
     def _summary(self, text: str) -> None:
         self.query_one("#summary", Static).update(text)

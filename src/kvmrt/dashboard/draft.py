@@ -83,6 +83,12 @@ class Draft:
     def find(self, uuid: str) -> VmDraft | None:
         return next((vm for vm in self.vms if vm.uuid == uuid), None)
 
+    def add(self, uuid: str, entries: list[tuple[str, str]]) -> VmDraft:
+        """A new section at the end (Import VMs)."""
+        vm = VmDraft(uuid, dict(entries))
+        self.vms.append(vm)
+        return vm
+
     def remove(self, uuid: str) -> None:
         self.vms = [vm for vm in self.vms if vm.uuid != uuid]
 

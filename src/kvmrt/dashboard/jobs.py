@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Log, RadioButton, RadioSet
 
 from kvmrt import api
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import error_line
 
 Say = Callable[[str], None]
 
@@ -138,11 +138,8 @@ class JobScreen(ModalScreen):
                 say(d.format())
             say(f"error: {exc}")
             ok = False
-        except KvmrtError as exc:
-            say(f"error: {exc}")
-            ok = False
-        except Exception as exc:      # never a traceback on the screen
-            say(f"error: unexpected {type(exc).__name__}: {exc}")
+        except Exception as exc:      # the tools' text; never a traceback
+            say(error_line(exc))
             ok = False
         self.app.call_from_thread(self._finish, ok)
 

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from kvmrt import api
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import deliver, error_line
 
 
 def _n(value) -> str:
@@ -48,9 +48,9 @@ class _TableScreen(Screen):
     def load(self) -> None:
         try:
             rows, note = self.read()
-        except KvmrtError as exc:
-            rows, note = [], f"error: {exc}"
-        self.app.call_from_thread(self.show, rows, note)
+        except Exception as exc:
+            rows, note = [], error_line(exc)
+        deliver(self.app, self.show, rows, note)
 
     def prepare(self) -> None:
         """Before the table gets its columns."""
@@ -60,16 +60,7 @@ class _TableScreen(Screen):
 
     def show(self, rows: list[tuple[str, tuple]], note: str) -> None:
         self.query_one("#note", Static).update(note)
-        table = self.query_one("#tool", DataTable)
-        if [k for k, _ in rows] != [k.value for k in table.rows]:
-            table.clear()
-            for key, cells in rows:
-                table.add_row(*cells, key=key)
-            return
-        for key, cells in rows:
-            for column, value in zip(self.COLUMNS, cells):
-                if str(table.get_cell(key, column)) != value:
-                    table.update_cell(key, column, value)
+        fill_table(self.query_one("#tool", DataTable), self.COLUMNS, rows)
 
     def _config(self):
         return self.app.config
@@ -84,12 +75,32 @@ class TopologyScreen(_TableScreen):
 
     def read(self):
         cpus = api.host_cpus(self.app.session, self._config())
-        rows = [(str(c.cpu), (str(c.cpu), "yes" if c.online else "no",
-                              f"p{_n(c.package)}", f"d{_n(c.die)}", f"n{_n(c.node)}",
-                              f"c{_n(c.core)}", format_ids(c.siblings) or "-",
-                              ", ".join(c.owners) or "-"))
-                for c in cpus]
+        rows = [(str(c.cpu), cpu_cells(c)) for c in cpus]
         return rows, f"{len(cpus)} CPUs; 'c3' is the 4th core, 'n1' the 2nd NUMA node"
+
+
+def cpu_cells(c: api.CpuInfo) -> tuple[str, ...]:
+    """A CPU as the topology tables show it (TopologyScreen.COLUMNS)."""
+    return (str(c.cpu), "yes" if c.online else "no", f"p{_n(c.package)}", f"d{_n(c.die)}",
+            f"n{_n(c.node)}", f"c{_n(c.core)}", format_ids(c.siblings) or "-",
+            ", ".join(c.owners) or "-")
+
+
+def fill_table(table: DataTable, columns, rows: list[tuple[str, tuple]]) -> None:
+    """Show ``rows`` (key, cells): rebuilt when the keys change, else only
+    the cells that changed are updated (no flicker, the cursor stays)."""
+    if [k for k, _ in rows] != [k.value for k in table.rows]:
+        cursor = table.cursor_row
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        if rows:
+            table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        return
+    for key, cells in rows:
+        for column, value in zip(columns, cells):
+            if str(table.get_cell(key, column)) != value:
+                table.update_cell(key, column, value)
 
 
 class CpuStatusScreen(_TableScreen):

@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Label, SelectionList
 
 from kvmrt import api
 from kvmrt.config.file import Config
-from kvmrt.errors import KvmrtError
+from kvmrt.dashboard.failures import error_line
 
 
 class Welcome(ModalScreen):
@@ -48,8 +48,8 @@ class Welcome(ModalScreen):
     def list_domains(self) -> None:
         try:
             found = api.importable_domains(self.app.session, Config(self.app.session.path))
-        except KvmrtError as exc:
-            self.app.call_from_thread(self.say, f"libvirt: {exc}")
+        except Exception as exc:
+            self.app.call_from_thread(self.say, error_line(exc))
             return
         self.app.call_from_thread(self.show_domains, [d.name for d in found])
 
@@ -74,8 +74,8 @@ class Welcome(ModalScreen):
             session.path = path
             api.create_empty(path)
             added = api.import_into(session, names) if names else []
-        except KvmrtError as exc:
-            self.app.call_from_thread(self.say, f"error: {exc}")
+        except Exception as exc:
+            self.app.call_from_thread(self.say, error_line(exc))
             return
         self.app.call_from_thread(self.created, added)
 
