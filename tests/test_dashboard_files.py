@@ -10,7 +10,7 @@ import pwd
 import threading
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import (CONFIG, NODE, PLAIN_UUID, RT_UUID, drive, make_app,
+from dashboard_util import (CONFIG, NODE, PLAIN_UUID, RT_UUID, click, drive, make_app,
                             screen_text, wait_for)
 from kvmrt import api
 
@@ -84,7 +84,7 @@ async def answer(pilot, path) -> None:
     # A button ignores clicks while it shows the last one (0.2 s) or works.
     await wait_for(pilot, lambda: not ok.disabled and not ok.has_class("-active"))
     await pilot.pause()
-    await pilot.click("#ok")
+    await click(pilot, "#ok")
 
 
 def test_file_new_creates_an_empty_config_and_switches_to_it(host, cfg, tmp_path):
@@ -158,7 +158,7 @@ def test_file_close_leaves_no_config_then_open_brings_it_back(host, cfg):
         assert app.sub_title == "no configuration open"              # the header
         assert not app._rows and app.table.row_count == 0
         assert app.check_action("boot", ()) is None and app.check_action("edit_config", ()) is None
-        await pilot.click("#file_open")
+        await click(pilot, "#file_open")
         await answer(pilot, cfg)
         await wait_for(pilot, lambda: list(app._rows) == [RT_UUID, PLAIN_UUID])
         assert app.screen is app.screen_stack[0]
@@ -176,7 +176,7 @@ def test_lock_configuration_says_what_it_changed(host, cfg):
         await menu(pilot, "lock")
         await wait_for(pilot, lambda: app.screen.query("#lock"))
         assert f"now mode 0644, owner {user}:{group}" in shown(app, "#lock-plan")
-        await pilot.click("#lock")
+        await click(pilot, "#lock")
         await wait_for(pilot, lambda: app.screen.outcome)
         assert app.screen.outcome == (f"{cfg}: mode 0644, owner {user}:{group} → mode 0600, "
                                      "owner root:root; only root may read or write it now")
@@ -186,7 +186,7 @@ def test_lock_configuration_says_what_it_changed(host, cfg):
         await pilot.press("escape")
         await menu(pilot, "lock")
         await wait_for(pilot, lambda: app.screen.query("#lock"))
-        await pilot.click("#lock")
+        await click(pilot, "#lock")
         await wait_for(pilot, lambda: app.screen.outcome)
         assert app.screen.outcome.endswith("already locked (mode 0600, owner root:root); "
                                           "nothing changed")

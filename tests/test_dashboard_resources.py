@@ -5,7 +5,7 @@ Import VMs from libvirt into the draft."""
 from __future__ import annotations
 
 from dashboard_util import cfg, host  # noqa: F401  (fixtures)
-from dashboard_util import CONFIG, PLAIN_UUID, RT_UUID, drive, make_app, wait_for
+from dashboard_util import CONFIG, PLAIN_UUID, RT_UUID, click, drive, make_app, wait_for
 from test_dashboard_config import labels, open_dialog, pick, type_into
 
 
@@ -99,7 +99,7 @@ def test_import_vms_adds_libvirt_domains_to_the_draft(host, cfg):
 
     async def script(pilot):
         screen = await open_dialog(pilot)
-        await pilot.click("#import")
+        await click(pilot, "#import")
         await wait_for(pilot, lambda: isinstance(app.screen, ImportDialog))
         dialog = app.screen
         domains = dialog.query_one("#import-domains")
@@ -108,14 +108,14 @@ def test_import_vms_adds_libvirt_domains_to_the_draft(host, cfg):
         assert names == ["centos7-legacy", "rhel8-gpu"]     # not those of the config
         domains.select("centos7-legacy")
         await pilot.pause()
-        await pilot.click("#do-import")
+        await click(pilot, "#do-import")
         await wait_for(pilot, lambda: len(screen.draft.vms) == 3)
         new = screen.draft.vms[2]
         assert new.get("name") == "centos7-legacy"
         assert labels(screen)[2].startswith("*") and "centos7-legacy" in labels(screen)[2]
         assert screen.query_one("#f-name").value == "centos7-legacy"   # shown in the form
         assert cfg.read_text() == CONFIG                              # the draft only
-        await pilot.click("#apply")
+        await click(pilot, "#apply")
         await wait_for(pilot, lambda: not screen.draft.changed())
         assert f"[{new.uuid}]\nname = centos7-legacy\n" in cfg.read_text()
 
