@@ -20,7 +20,7 @@ import pytest
 
 import hostgen
 from kvmrt.config.file import load_config
-from kvmrt.config.sets import IdSet
+from kvmrt.sets import IdSet
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import read_task, set_affinity
 from kvmrt.placement import place

@@ -25,7 +25,7 @@ from lxml import etree
 
 import hostgen
 from kvmrt.config.file import parse_config
-from kvmrt.config.sets import PciAddress, PciSet
+from kvmrt.sets import PciAddress, PciSet
 from kvmrt.errors import DomainXmlError, KvmrtError
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domxml import (

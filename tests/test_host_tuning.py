@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hostgen
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import (HostReadError, HostWriteError, IrqRefused, NotMovable,
                           OfflineRefused, SetSyntaxError, TaskVanished)
 from kvmrt.host import cgroups, cpuctl, irqs, qemu, tasks

@@ -21,7 +21,7 @@ import pytest
 import hostcheck_fixtures as F
 import hostgen
 from kvmrt.config.file import parse_config
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import HostReadError
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.cgroups import read_cpusets

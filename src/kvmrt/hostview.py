@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmrt.config.file import Config
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import UnknownHostObject
 from kvmrt.host.model import Host
 from kvmrt.placement import place

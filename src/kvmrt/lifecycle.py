@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kvmrt.config.model import VmConfig
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError
 from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS

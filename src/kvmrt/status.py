@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 
 
 from kvmrt.config.model import VmConfig
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import UnknownHostObject
 from kvmrt.host import qemu
 from kvmrt.host.fs import HostFS

@@ -28,7 +28,7 @@ from typing import Mapping
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
 from kvmrt.config.model import AUTO, VmConfig
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import UnknownHostObject
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domain

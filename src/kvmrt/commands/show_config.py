@@ -8,7 +8,7 @@ import click
 
 from kvmrt.commands import common
 from kvmrt.config.model import AUTO
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import UnknownHostObject
 from kvmrt.placement import Placement, place, placement_json
 from kvmrt.validate import validate

@@ -9,7 +9,7 @@ import click
 
 from kvmrt.commands import common
 from kvmrt.config.file import DEFAULT_PATH
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.hostview import Owners, host_json, owners_of
 from kvmrt.host.model import Host
 

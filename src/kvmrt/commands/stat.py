@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains

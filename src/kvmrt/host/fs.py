@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TypeVar
 
-from kvmrt.config.sets import IdSet
+from kvmrt.sets import IdSet
 from kvmrt.errors import HostReadError, SetSyntaxError
 
 FSROOT_ENV = "KVMRT_FSROOT"

@@ -25,7 +25,7 @@ import errno
 import re
 from dataclasses import dataclass
 
-from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.sets import PciAddress, format_ids
 from kvmrt.errors import HostReadError, HostWriteError, IrqRefused
 from kvmrt.host.fs import HostFS, host_read_errors
 from kvmrt.host.masks import format_mask, mask_bits, read_mask

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import HostReadError, HostWriteError, NotMovable, TaskVanished
 from kvmrt.host.fs import HostFS, parse_cpulist
 from kvmrt.host.masks import format_mask, mask_bits

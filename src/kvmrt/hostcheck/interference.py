@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.hostcheck.context import CPU_DIR, Context, focus_cpus, missing
 from kvmrt.hostcheck.kernel import brace_cpus, parse_mounts
 from kvmrt.hostcheck.registry import check

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from kvmrt.config.file import format_config
 from kvmrt.config.model import AUTO, VmConfig
-from kvmrt.config.sets import CpuSpec, IdSet, PciSet, format_ids
+from kvmrt.sets import CpuSpec, IdSet, PciSet, format_ids
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domain, Domains

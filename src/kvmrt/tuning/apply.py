@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import (HostWriteError, IrqRefused, NotMovable, OfflineRefused,
                           TaskVanished)
 from kvmrt.host import cgroups, cpuctl, irqs, tasks

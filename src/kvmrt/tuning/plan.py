@@ -49,7 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.tuning.model import Action, Snapshot, TunedVm
 
 ORDER = ["cpu-online", "cpuset", "task-affinity", "irq-affinity", "default-affinity",

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import KvmrtError
 from kvmrt.host import irqs, qemu
 from kvmrt.host.fs import HostFS
