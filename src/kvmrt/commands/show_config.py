@@ -9,8 +9,7 @@ import click
 from kvmrt.commands import common
 from kvmrt.config.model import AUTO
 from kvmrt.sets import format_ids
-from kvmrt.errors import UnknownHostObject
-from kvmrt.placement import Placement, place, placement_json
+from kvmrt.placement import Placement, place_all, placement_json
 from kvmrt.validate import validate
 
 
@@ -31,14 +30,7 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     host = common.host()
     errors = [d for d in validate(config, host, include_disabled=include_disabled, names=vms)
               if d.is_error]
-    placements = []
-    for vm in config.select(vms, include_disabled=include_disabled):
-        if vm.invalid or not vm.name:
-            continue
-        try:
-            placements.append(place(vm, host.topology))
-        except UnknownHostObject:
-            continue
+    placements = place_all(config.select(vms, include_disabled=include_disabled), host.topology)
     if as_json:
         common.print_json([placement_json(p) for p in placements])
     else:
