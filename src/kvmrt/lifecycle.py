@@ -14,6 +14,11 @@ and powering it off unasked would lose what it has not written.
 
 A VM *runs* while its QEMU process exists, whatever libvirt's word for it
 (:data:`RUNNING`): boot retunes it, shutdown stops it, stat checks it.
+
+Which VMs a front end boots or shuts down (:func:`to_boot`,
+:func:`to_shut_down`), which block ``--clean`` (:func:`already_running`)
+and the exit status of a run (:func:`exit_status`) are decided here, so
+that every front end follows the same rules.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kvmrt import diagnostics as diag
+from kvmrt.config.file import Config
 from kvmrt.config.model import VmConfig
 from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError
@@ -48,6 +55,58 @@ class VmResult:
 
 # libvirt's states of an active domain (its QEMU process exists).
 RUNNING = ("running", "paused", "idle", "in shutdown", "pmsuspended", "crashed")
+
+
+class DisabledVmNamed(KvmrtError):
+    """A disabled VM was named to boot; refused before anything changed.
+    ``diagnostics`` name each with its file and line."""
+
+    def __init__(self, diagnostics: list[diag.Diagnostic]) -> None:
+        super().__init__(f"{len(diagnostics)} disabled VM(s) named; nothing booted")
+        self.diagnostics = diagnostics
+
+
+def to_boot(config: Config, names: tuple[str, ...] | list[str], *,
+            every: bool) -> list[VmConfig]:
+    """The VMs to boot, in config order: the named ones, else the enabled
+    ones with autostart (``every``: regardless of autostart).
+
+    A disabled VM is never booted: naming one raises :class:`DisabledVmNamed`.
+    """
+    if not names:
+        return [vm for vm in config.active() if every or vm.autostart]
+    chosen = config.select(names)
+    disabled = [diag.error(
+        "disabled", "a disabled VM is never booted; set disabled = false with "
+        "kvmrt-edit-config to boot it", vms=(vm.label,), attribute="disabled",
+        line=vm.line_of("disabled"), file=config.path) for vm in chosen if vm.disabled]
+    if disabled:
+        raise DisabledVmNamed(disabled)
+    return chosen
+
+
+def to_shut_down(config: Config, names: tuple[str, ...] | list[str], *,
+                 include_disabled: bool) -> list[VmConfig]:
+    """The VMs to shut down: the named ones (disabled or not), else the
+    enabled ones (``include_disabled``: every one)."""
+    return config.select(names, include_disabled=include_disabled)
+
+
+def already_running(config: Config, running: set[str]) -> list[VmConfig]:
+    """The enabled VMs of ``config`` whose domain runs (``running``: lower-case
+    UUIDs); boot ``--clean`` starts nothing while there are any. A disabled
+    VM neither boots nor blocks."""
+    return [vm for vm in config.active() if vm.uuid.lower() in running]
+
+
+def running_of(domains: Domains, vms: list[VmConfig]) -> list[VmConfig]:
+    """Those of ``vms`` whose domain runs (:data:`RUNNING`)."""
+    return [vm for vm in vms if domains.state(vm.uuid) in RUNNING]
+
+
+def exit_status(results: list[VmResult]) -> int:
+    """1 when any VM failed, else 0."""
+    return 1 if any(r.error for r in results) else 0
 
 
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
@@ -139,7 +198,7 @@ def shutdown_vms(fs: HostFS, domains: Domains, vms: list[VmConfig], *, force: bo
                  say: Say) -> tuple[list[VmResult], engine.Result]:
     """Stop the running ones of ``vms``; return their results and what was
     restored on the host."""
-    running = [vm for vm in vms if domains.state(vm.uuid) in RUNNING]
+    running = running_of(domains, vms)
     results: list[VmResult] = []
     batches = [[vm] for vm in running] if sequential else [running]
     for batch in batches:
@@ -147,6 +206,14 @@ def shutdown_vms(fs: HostFS, domains: Domains, vms: list[VmConfig], *, force: bo
     stopped = [vm.uuid.lower() for vm, r in zip(running, results) if r.error is None]
     restored = engine.release(fs, stopped) if stopped else engine.Result()
     return results, restored
+
+
+def plan_shutdown(fs: HostFS, domains: Domains,
+                  vms: list[VmConfig]) -> tuple[list[VmConfig], engine.Result]:
+    """What :func:`shutdown_vms` would do, changing nothing: the running
+    ones of ``vms`` and the host settings that would be restored."""
+    running = running_of(domains, vms)
+    return running, engine.release(fs, [vm.uuid.lower() for vm in running], dry_run=True)
 
 
 def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,

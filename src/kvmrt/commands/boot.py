@@ -7,11 +7,14 @@ import sys
 import click
 
 from kvmrt.commands import common
+from kvmrt.config.file import Config
+from kvmrt.config.model import VmConfig
 from kvmrt.host.fs import HostFS
-from kvmrt.host.tasks import read_tasks
+from kvmrt.host.procs import IRQBALANCE, pids_named
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import boot_vm
+from kvmrt.lifecycle import (DisabledVmNamed, already_running, boot_vm, exit_status,
+                             to_boot)
 from kvmrt.tuning import engine, watcher
 
 
@@ -43,12 +46,12 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     if not dry_run:
         common.require_root()
     config, host, fs = common.load(path), common.host(), HostFS()
-    selected = common.to_boot(config, vms, every=every)
+    selected = _selected(config, vms, every=every)
     common.refuse_errors(config, host, names=vms)
     domains = Domains(connect(uri))
     running = domains.running_uuids()
     if clean:
-        common.refuse_running(config, running)
+        _refuse_running(already_running(config, running))
     if not dry_run:
         common.print_recovery(engine.recover(fs, running))
     if any(vm.rt for vm in selected):
@@ -62,11 +65,27 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     common.print_results(results, verbose=dry_run)
     if not selected:
         click.echo("no VM to boot (none has autostart = true; name VMs or use --all)")
-    sys.exit(1 if any(r.error for r in results) else 0)
+    sys.exit(exit_status(results))
+
+
+def _selected(config: Config, vms: tuple[str, ...], *, every: bool) -> list[VmConfig]:
+    try:
+        return to_boot(config, vms, every=every)
+    except DisabledVmNamed as exc:
+        common.print_diagnostics(exc.diagnostics)
+        raise
+
+
+def _refuse_running(running: list[VmConfig]) -> None:
+    """--clean: nothing starts while any enabled VM of the config runs."""
+    names = [vm.label for vm in running]
+    if names:
+        common.fail(f"--clean: nothing started, because VMs of the config already run: "
+                    f"{', '.join(names)}; stop them first (kvmrt-shutdown {' '.join(names)})")
 
 
 def _warn_irqbalance(fs: HostFS) -> None:
-    if any(t.comm == "irqbalance" and t.tid == t.pid for t in read_tasks(fs)):
+    if pids_named(fs, IRQBALANCE):
         click.echo("warning: irqbalance is running and will move IRQs back onto shielded "
                    "CPUs; stop it (systemctl disable --now irqbalance) or ban the "
                    "real-time CPUs (IRQBALANCE_BANNED_CPULIST in /etc/default/irqbalance)",

@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import click
 
-from kvmrt import diagnostics as diag
 from kvmrt import lockfile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config
 from kvmrt.errors import KvmrtError
@@ -102,8 +101,7 @@ def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
     from kvmrt.validate import validate
 
     errors = [d for d in validate(config, host, **selection) if d.is_error]
-    for d in errors:
-        click.echo(d.format(), err=True)
+    print_diagnostics(errors)
     if errors:
         fail(f"{config.path}: {len(errors)} error(s); fix them first (kvmrt-edit-config)")
 
@@ -120,41 +118,15 @@ def refuse_broken_file(config: Config) -> None:
     """A tool that rewrites the file refuses one with load errors: the lines
     it cannot read would be lost."""
     errors = [p for p in config.problems if p.is_error]
-    for d in errors:
-        click.echo(d.format(), err=True)
+    print_diagnostics(errors)
     if errors:
         fail(f"{config.path}: fix these {len(errors)} error(s) first (kvmrt-edit-config); "
              "rewriting the file would lose those lines")
 
 
-def refuse_running(config: Config, running: set[str]) -> None:
-    """--clean: nothing starts while any enabled VM of the config runs
-    (a disabled VM is hidden: it neither boots nor blocks)."""
-    names = [vm.label for vm in config.active() if vm.uuid.lower() in running]
-    if names:
-        fail(f"--clean: nothing started, because VMs of the config already run: "
-             f"{', '.join(names)}; stop them first (kvmrt-shutdown {' '.join(names)})")
-
-
-def to_boot(config: Config, names: tuple[str, ...], *, every: bool) -> list:
-    """The VMs kvmrt-boot boots, in config order: the named ones, else the
-    enabled ones with autostart (``every``: regardless of autostart).
-
-    A disabled VM is never booted; naming one is refused before anything
-    changes. (The same rule serves any tool that boots VMs.)
-    """
-    if not names:
-        return [vm for vm in config.active() if every or vm.autostart]
-    chosen = config.select(names)
-    disabled = [vm for vm in chosen if vm.disabled]
-    for vm in disabled:
-        click.echo(diag.error(
-            "disabled", "a disabled VM is never booted; set disabled = false with "
-            "kvmrt-edit-config to boot it", vms=(vm.label,), attribute="disabled",
-            line=vm.line_of("disabled"), file=config.path).format(), err=True)
-    if disabled:
-        fail(f"{len(disabled)} disabled VM(s) named; nothing booted")
-    return chosen
+def print_diagnostics(diagnostics: list) -> None:
+    for d in diagnostics:
+        click.echo(d.format(), err=True)
 
 
 def summarize_actions(actions: list) -> str:

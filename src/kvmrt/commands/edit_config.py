@@ -25,7 +25,7 @@ from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, _check_rename,
+from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, check_rename,
                                      sync_to_libvirt)
 from kvmrt.validate import validate
 
@@ -206,7 +206,7 @@ def _refused_renames(vms: list[VmConfig], libvirt: _Libvirt,
         if domain is None or domain.name == vm.name:
             continue
         try:
-            _check_rename(XmlChange(vm, domain, domain.xml), domains)
+            check_rename(XmlChange(vm, domain, domain.xml), domains)
         except RenameRefused as exc:
             out.append(diag.error("rename-refused", f"{exc}; or keep the name", vms=(vm.label,),
                                   attribute="name", line=vm.line_of("name"), file=path))

@@ -10,7 +10,7 @@ from kvmrt.commands import common
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.connection import connect
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import RUNNING, shutdown_vms
+from kvmrt.lifecycle import exit_status, plan_shutdown, shutdown_vms, to_shut_down
 from kvmrt.tuning import engine
 
 
@@ -36,11 +36,10 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
         common.require_root()
     config, fs = common.load(path), HostFS()
     domains = Domains(connect(uri))
-    selected = config.select(vms, include_disabled=include_disabled or bool(vms))
+    selected = to_shut_down(config, vms, include_disabled=include_disabled)
     if dry_run:
-        running = [vm for vm in selected if domains.state(vm.uuid) in RUNNING]
+        running, planned = plan_shutdown(fs, domains, selected)
         click.echo("would shut down: " + (", ".join(vm.name for vm in running) or "nothing"))
-        planned = engine.release(fs, [vm.uuid.lower() for vm in running], dry_run=True)
         common.print_actions(planned.actions, verbose=True)
         return
     say = click.echo if verbose else (lambda _line: None)
@@ -56,4 +55,4 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     common.print_recovery(engine.recover(fs, domains.running_uuids()))
     if not results:
         click.echo("no VM of the config is running")
-    sys.exit(1 if any(r.error for r in results) else 0)
+    sys.exit(exit_status(results))

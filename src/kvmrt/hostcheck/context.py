@@ -12,14 +12,14 @@ from __future__ import annotations
 from functools import cached_property
 
 from kvmrt.config.file import Config
+from kvmrt.host.cpuctl import CPU_DIR
 from kvmrt.host.fs import HostFS
 from kvmrt.host.model import Host
+from kvmrt.host.topology import NODE_DIR
 from kvmrt.hostcheck.kernel import CpuInfo, KernelCmdline
 from kvmrt.hostcheck.machine import KvmAccess, LibvirtSession, Machine, Undetermined
 from kvmrt.placement import Placement, place_all
 
-CPU_DIR = "sys/devices/system/cpu"
-NODE_DIR = "sys/devices/system/node"
 
 
 class Context:

@@ -105,14 +105,16 @@ def apply_change(change: XmlChange, domains: Domains) -> list[str]:
     if not change.domain.secure:
         raise SecretsUnreadable(change.domain)
     if change.rename:
-        _check_rename(change, domains)
+        check_rename(change, domains)
         domains.rename(change.vm.uuid, change.vm.name)
     after = domains.define(change.wanted, change.vm.name)
     return [f"{change.vm.name}: libvirt did not keep {lost}"
             for lost in owned_differences(change.wanted, after.xml)]
 
 
-def _check_rename(change: XmlChange, domains: Domains) -> None:
+def check_rename(change: XmlChange, domains: Domains) -> None:
+    """Raise :class:`RenameRefused` unless the domain may take the VM's
+    name: it is shut off and no other domain has that name."""
     if not change.domain.shut_off:
         raise RenameRefused(change.vm, change.domain,
                             f"the domain is {change.domain.state}; shut it down first")
