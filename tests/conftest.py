@@ -27,9 +27,11 @@ Fixtures:
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -41,9 +43,24 @@ import hostgen  # noqa: E402
 MakeHost = Callable[[hostgen.HostSpec], Path]
 
 
+def stop_watchers(below: Path) -> None:
+    """End the vfio IRQ watchers that kvmrt-boot started for hosts below
+    ``below``, by the PID each recorded in its state directory (a fixture
+    tree's QEMU 'runs' as long as its status file says so, so a watcher
+    would outlive the test)."""
+    for pidfile in below.rglob("watcher.pid"):
+        try:
+            pid = int(pidfile.read_text())
+            if b"kvmrt.tuning.watcher" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
 @pytest.fixture
-def make_host(tmp_path: Path) -> MakeHost:
-    """Build a host from a spec in a new directory below ``tmp_path``."""
+def make_host(tmp_path: Path) -> Iterator[MakeHost]:
+    """Build a host from a spec in a new directory below ``tmp_path``; at
+    the end of the test, end the IRQ watchers started for it."""
     count = 0
 
     def make(spec: hostgen.HostSpec) -> Path:
@@ -51,7 +68,8 @@ def make_host(tmp_path: Path) -> MakeHost:
         count += 1
         return hostgen.build_host(tmp_path / f"{spec.name}-{count}", spec)
 
-    return make
+    yield make
+    stop_watchers(tmp_path)
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ def test_defaults_for_absent_attributes():
     assert {k: getattr(vm, k) for k in ATTRIBUTES} == {
         "name": "a", "title": "", "description": "", "nr_vcpus": 1,
         "cpu_topology": AUTO, "cpuset": CpuSpec(), "rt": False, "rt_memory": AUTO,
-        "numatune": AUTO, "hide_kvm": False, "autostart": False, "disabled": False,
+        "numatune": AUTO, "hide_kvm": False, "guest_services": False, "autostart": False,
+        "disabled": False,
         "pcidevs": PciSet(), "comments": ""}
 
 

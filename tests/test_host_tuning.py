@@ -274,6 +274,14 @@ def test_parse_interrupts_takes_the_actions_column() -> None:
         121: "vfio-intx(0000:03:00.0), nvme0q0", 122: "vfio-msix[0](0000:21:00.0)"}
 
 
+def test_parse_interrupts_with_fewer_counts_than_cpus() -> None:
+    """A line with fewer counts than the header has CPUs keeps its columns."""
+    text = INTERRUPTS.replace("            CPU0       CPU1", "   CPU0   CPU1   CPU2")
+    assert irqs.parse_interrupts(text)[121] == "vfio-intx(0000:03:00.0), nvme0q0"
+    assert irqs.parse_interrupts(text)[13] == "rtc0"
+    assert irqs.parse_interrupts(INTERRUPTS)[13] == "rtc0", "a second text is parsed anew"
+
+
 # == CPU hotplug on fixture hosts ===============================================
 def test_set_online_writes_and_reads_back(threadripper: Path) -> None:
     fs = HostFS(threadripper)
@@ -450,6 +458,16 @@ def test_real_thread_affinity_round_trip(own_thread: int) -> None:
     tasks.set_affinity(REAL, task, original)
     assert tasks.read_task(REAL, os.getpid(), own_thread).affinity == original
     assert own_thread in {t.tid for t in tasks.read_tasks(REAL, [os.getpid()])}
+
+
+@real_host
+def test_real_slash_spelled_otherwise_is_the_running_kernel(own_thread: int) -> None:
+    hotpluggable_cpu1()
+    fs = HostFS("/proc/..")
+    task = tasks.read_task(fs, os.getpid(), own_thread)
+    tasks.set_affinity(fs, task, frozenset({1}))
+    assert os.sched_getaffinity(own_thread) == {1}
+    assert tasks.read_task(fs, os.getpid(), own_thread).affinity == {1}
 
 
 @real_host

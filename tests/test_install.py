@@ -89,6 +89,8 @@ def test_bash_completes_vm_names_from_the_config(prefix: Path, tmp_path: Path) -
     done = run(str(prefix / "usr/bin/kvmrt-boot"), env=env)
     assert done.stdout.split() == ["plain,beta"]
     assert "_kvmrt_boot_completion" in script.read_text()
+    # Completion is asked only of click commands: asking the daemon would start it.
+    assert not (prefix / "bash-completion" / "kvmrt-gsd").exists()
 
 
 def test_uninstall_removes_only_what_it_installed(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from kvmrt.host import HostFS
 from kvmrt.tuning import engine
 from kvmrt.tuning.apply import apply
 from kvmrt.tuning.journal import Journal
+from kvmrt.tuning.settings import CpuOnline
 from test_tuning import changed, rt_vm, tree
 
 RT = "[00000000-0000-4000-8000-0000000000e1]\nname = rt\ncpuset = n1\nrt = 1\n"
@@ -185,11 +186,10 @@ def killed_after(root: Path, vm, actions, done: int, *, restore: bool) -> None:
     if not restore:
         journal.record_vm(vm)
     journal.record_old(actions, journal.load().baseline)
-    snapshot = engine.take_snapshot(fs)
-    apply(fs, snapshot, actions[:done], journal, journal.load().baseline)
+    apply(fs, actions[:done], journal, journal.load().baseline)
     for a in actions[:done]:
-        if a.kind == "cpu-online" and a.new is False:
-            hostgen.cpu_went_offline(root, int(a.key.split(":")[1]))
+        if isinstance(a.setting, CpuOnline) and a.new is False:
+            hostgen.cpu_went_offline(root, a.setting.cpu)
             hostgen.kthread_reset_on_hotplug(root, RCUB, range(8))
 
 

@@ -180,3 +180,17 @@ def test_vcpus_over_qemus_limit_are_refused_before_placement(big_host):
     found = validate(config, read_host(HostFS(big_host)))
     assert [(d.code, d.attribute) for d in found] == [("bad-value", "nr_vcpus")]
     assert "QEMU accepts at most 4096" in found[0].message
+
+
+def test_errors_only_gives_exactly_the_errors(host):
+    """kvmrt-show-config asks for the errors alone, which skips the cross-VM
+    rules that can only warn: the errors are the same, in the same order."""
+    config = config_of("cpuset = 8-10\nrt = 1\npcidevs = 0000:21:00.0",
+                       "cpuset = 41\nnumatune = 1", "cpuset = 12-15\nrt = 1",
+                       "cpuset = 13\npcidevs = 0000:21:00.0", "cpuset = n1\nnr_vcpus = 40",
+                       "cpuset = 99")
+    every = validate(config, host)
+    assert {d.severity.value for d in every} == {"error", "warning"}
+    assert validate(config, host, errors_only=True) == [d for d in every if d.is_error]
+    assert validate(config, host, errors_only=True, names=("vm3",)) == [
+        d for d in validate(config, host, names=("vm3",)) if d.is_error]

@@ -611,12 +611,14 @@ def test_never_changes_the_host(host):
 
 # -- an ordinary user ----------------------------------------------------------------
 # The interpreter lives below /root (mode 0700 here), so the child imports
-# kvmrt (and what click and kvmrt import lazily) as root, then drops to uid
-# 65534 for good, before it reads the host.
+# kvmrt (and what click and kvmrt import lazily: the command body imports
+# the host checks) as root, then drops to uid 65534 for good, before it reads
+# the host.
 AS_NOBODY = """
 import os, sys
 import difflib, fcntl, gettext, json, locale, resource, shlex
 import kvmrt.commands.validate_host as command
+import kvmrt.host, kvmrt.hostcheck
 os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)

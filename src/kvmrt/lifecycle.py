@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable
 
 from kvmrt import diagnostics as diag
@@ -36,7 +37,7 @@ from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import NotDefined, sync_to_libvirt
+from kvmrt.libvirt_sync.sync import NotDefined, SyncStatus, sync_to_libvirt
 from kvmrt.placement import Placement, place
 from kvmrt.tuning import engine
 from kvmrt.tuning.model import Action, TunedVm
@@ -44,10 +45,22 @@ from kvmrt.tuning.model import Action, TunedVm
 Say = Callable[[str], None]
 
 
+class RunStatus(StrEnum):
+    """What became of one VM (the word kvmrt-boot and kvmrt-shutdown print)."""
+
+    STARTED = "started"
+    RETUNED = "retuned"               # it ran already: its tuning was re-applied
+    WOULD_START = "would be started"  # --dry-run
+    WOULD_RETUNE = "would be retuned"
+    STOPPED = "stopped"
+    POWERED_OFF = "powered off"       # --force, after the timeout
+    FAILED = "failed"
+
+
 @dataclass
 class VmResult:
     name: str
-    status: str                       # started, retuned, stopped, powered off, failed, would ...
+    status: RunStatus
     actions: list[Action] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -114,9 +127,9 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
     p = place(vm, topology)
     state = domains.state(vm.uuid)
     running = state in RUNNING
-    result = VmResult(vm.name, "retuned" if running else "started")
+    result = VmResult(vm.name, RunStatus.RETUNED if running else RunStatus.STARTED)
     if state == "undefined":   # before any host change
-        result.status, result.error = "failed", str(NotDefined(vm))
+        result.status, result.error = RunStatus.FAILED, str(NotDefined(vm))
         return result
     try:
         if vm.rt:
@@ -124,12 +137,12 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
         _sync_and_start(domains, p, topology, running=running, dry_run=dry_run,
                         result=result)
     except KvmrtError as exc:
-        result.status, result.error = "failed", str(exc)
+        result.status, result.error = RunStatus.FAILED, str(exc)
         if vm.rt and not dry_run and not running:   # a running VM keeps its tuning
             _collect(result, engine.release(fs, [p.vm.uuid.lower()]))
         return result
     if dry_run:
-        result.status = "would be " + ("retuned" if running else "started")
+        result.status = RunStatus.WOULD_RETUNE if running else RunStatus.WOULD_START
     else:
         result.notes += check_pinning(fs, p)
     return result
@@ -139,7 +152,7 @@ def _sync_and_start(domains: Domains, p: Placement, topology: Topology, *, runni
                     dry_run: bool, result: VmResult) -> None:
     """Write the domain XML; start the domain, or pin a running one live."""
     (synced,) = sync_to_libvirt([p.vm], topology, domains, query=dry_run)
-    if synced.status == "failed":
+    if synced.status is SyncStatus.FAILED:
         raise KvmrtError("; ".join(synced.messages))
     result.notes += synced.messages   # the tuning it removes, what libvirt did not keep
     if dry_run:
@@ -228,7 +241,7 @@ def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
         except KvmrtError as exc:   # a crashed or suspended guest: --force powers it off
             say(f"{vm.name}: {exc}")
     deadline = time.monotonic() + timeout
-    pending = {vm.uuid: VmResult(vm.name, "stopped") for vm in vms}
+    pending = {vm.uuid: VmResult(vm.name, RunStatus.STOPPED) for vm in vms}
     while any(domains.state(u) != "shut off" for u in pending) and time.monotonic() < deadline:
         time.sleep(0.2)
     for vm in vms:
@@ -237,10 +250,10 @@ def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
             say(f"{vm.name}: stopped")
         elif force:
             domains.destroy(vm.uuid)
-            r.status = "powered off"
+            r.status = RunStatus.POWERED_OFF
             say(f"{vm.name}: did not stop within {timeout:g} s; powered off")
         else:
-            r.status = "failed"
+            r.status = RunStatus.FAILED
             r.error = f"did not stop within {timeout:g} s (use --force to power it off)"
     return [pending[vm.uuid] for vm in vms]
 

@@ -59,27 +59,30 @@ def place(vm: VmConfig, topology: Topology) -> Placement:
     something the host lacks (the validator reports that first).
     """
     cpuset = vm.cpuset.resolve(topology)
-    if vm.rt:
+    rt = bool(vm.rt)  # each attribute read once: vm.x looks up a default
+    if rt:
         owned, usable = rt_cpus(cpuset, topology)
     else:
         owned, usable = cpuset, cpuset - offline_cpus(cpuset, topology)
-    nr_vcpus = len(usable) - 1 if vm.nr_vcpus is AUTO else vm.nr_vcpus
+    nr_vcpus = vm.nr_vcpus
+    nr_vcpus = len(usable) - 1 if nr_vcpus is AUTO else nr_vcpus
     vcpu_cpus, emulator = _assign(sorted(usable), nr_vcpus)
-    irq_cpu = max(emulator) if vm.rt and vm.pcidevs and emulator else None
+    irq_cpu = max(emulator) if rt and emulator and vm.pcidevs else None
+    cpu_topology, rt_memory = vm.cpu_topology, vm.rt_memory
     return Placement(
         vm=vm,
         cpuset=cpuset,
         owned_cpus=owned,
         usable_cpus=usable,
         nr_vcpus=nr_vcpus,
-        cpu_topology=(1, nr_vcpus, 1) if vm.cpu_topology is AUTO else vm.cpu_topology,
+        cpu_topology=(1, nr_vcpus, 1) if cpu_topology is AUTO else cpu_topology,
         vcpu_cpus=vcpu_cpus,
         emulator_cpus=emulator,
         offline_cpus=owned - usable,
-        shielded_cpus=owned if vm.rt else frozenset(),
+        shielded_cpus=owned if rt else frozenset(),
         irq_cpu=irq_cpu,
         numatune=_numatune(vm, cpuset, topology),
-        rt_memory=bool(vm.rt) if vm.rt_memory is AUTO else vm.rt_memory,
+        rt_memory=rt if rt_memory is AUTO else rt_memory,
     )
 
 
@@ -120,7 +123,8 @@ def rt_cpus(cpuset: frozenset[int], topology: Topology) -> tuple[frozenset[int],
 
 
 def offline_cpus(cpus: frozenset[int], topology: Topology) -> frozenset[int]:
-    return frozenset(c for c in cpus if c in topology.cpus and not topology.cpus[c].online)
+    info = topology.cpus
+    return frozenset(c for c in cpus if c in info and not info[c].online)
 
 
 def _hidden(topology: Topology, cpu: int) -> bool:
@@ -147,9 +151,10 @@ def _assign(cpus: list[int], nr_vcpus: int) -> tuple[tuple[frozenset[int], ...],
 
 
 def _numatune(vm: VmConfig, cpuset: frozenset[int], topology: Topology) -> frozenset[int] | None:
-    if vm.numatune is AUTO:
+    numatune = vm.numatune
+    if numatune is AUTO:
         return topology.nodes_of(cpuset) or None
-    return frozenset(vm.numatune) or None
+    return frozenset(numatune) or None
 
 
 def placement_json(p: Placement) -> dict:

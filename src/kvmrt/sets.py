@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Mapping, Protocol
 
 from kvmrt.errors import SetSyntaxError, UnknownHostObject
@@ -185,7 +186,10 @@ class CpuSpec:
     complement: bool = False
 
     @classmethod
+    @lru_cache(maxsize=4096)
     def parse(cls, text: str) -> "CpuSpec":
+        # Cached: a big config repeats a few cpusets over thousands of VMs,
+        # and a CpuSpec is immutable (an error is raised anew each time).
         text = text.strip()
         complement = text.startswith("~")
         if complement:
@@ -230,21 +234,25 @@ class CpuSpec:
         """
         cpus: set[int] = set()
         for prefix, ids in self.groups:
-            if prefix == "":
-                table = {c: frozenset({c}) for c in topology.all_cpus}
-                kind = "CPU"
-            else:
-                kind = PREFIXES[prefix]
-                table = topology.group(kind)
-                kind = "NUMA node" if kind == "node" else kind
-            missing = sorted(ids - table.keys())
-            if missing:
-                raise UnknownHostObject(kind, missing[0], format_ids(table))
+            if prefix == "":  # plain CPUs name themselves: no table of 512 sets per VM
+                _check_known(ids, topology.all_cpus, "CPU")
+                cpus |= ids
+                continue
+            kind = PREFIXES[prefix]
+            table = topology.group(kind)
+            _check_known(ids, table.keys(), "NUMA node" if kind == "node" else kind)
             for i in ids:
                 cpus |= table[i]
         if self.complement:
             return topology.all_cpus - cpus
         return frozenset(cpus)
+
+
+def _check_known(ids: frozenset[int], known, kind: str) -> None:
+    """UnknownHostObject for the lowest of ``ids`` the host does not have."""
+    missing = sorted(ids - known)
+    if missing:
+        raise UnknownHostObject(kind, missing[0], format_ids(known))
 
 
 _PCI = re.compile(

@@ -23,14 +23,15 @@ the cpuset, which ``node-shared`` already reports.
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
 from kvmrt.config.model import AUTO, VmConfig
 from kvmrt.sets import format_ids
 from kvmrt.errors import UnknownHostObject
-from kvmrt.host.model import Host
+from kvmrt.host.model import Host, Topology
 from kvmrt.libvirt_sync.domains import Domain
 from kvmrt.libvirt_sync.domxml import apply_config
 from kvmrt.placement import Placement, place
@@ -39,8 +40,9 @@ from kvmrt.placement import Placement, place
 class _Report:
     """Collects diagnostics, filling in file, line and VM from the VM."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, *, warnings: bool = True) -> None:
         self.path = path
+        self.warnings = warnings
         self.items: list[diag.Diagnostic] = []
 
     def add(self, make, code: str, message: str, vm: VmConfig, attribute: str | None,
@@ -53,41 +55,65 @@ class _Report:
         self.add(diag.error, code, message, vm, attribute, *others)
 
     def warning(self, code, message, vm, attribute, *others) -> None:
-        self.add(diag.warning, code, message, vm, attribute, *others)
+        if self.warnings:
+            self.add(diag.warning, code, message, vm, attribute, *others)
 
 
 def validate(config: Config, host: Host, *, include_disabled: bool = False,
              names: tuple[str, ...] = (),
-             domains: Mapping[str, Domain] | None = None) -> list[diag.Diagnostic]:
+             domains: Mapping[str, Domain] | None = None,
+             errors_only: bool = False) -> list[diag.Diagnostic]:
     """All diagnostics of the config on this host, sorted by line.
 
     With ``names``, cross-VM rules still look at every active VM, but only
     diagnostics that concern a named VM (or no VM at all) are returned.
     ``domains`` (libvirt's domains by lower-case UUID) adds the libvirt
-    rules.
+    rules. ``errors_only`` returns the errors alone, sooner: the cross-VM
+    rules that can only warn (shared NUMA nodes) are not looked at.
     """
     chosen = {id(vm) for vm in config.active(include_disabled=include_disabled)}
     chosen |= {id(vm) for vm in config.select(names)} if names else set()
     vms = [vm for vm in config.vms if id(vm) in chosen]
-    report = _Report(config.path)
+    report = _Report(config.path, warnings=not errors_only)
+    nodes_of = _nodes_of(host.topology)
     placements = {}
     for vm in vms:
         if vm.invalid or not vm.values.get("name"):
             continue
-        p = _check_vm(vm, host, report)
+        p = _check_vm(vm, host, nodes_of, report)
         if p is not None:
             placements[vm.uuid] = p
             if domains is not None:
                 _check_libvirt(p, domains.get(vm.uuid.lower()), report)
-    _check_cross(list(placements.values()), host, report)
+    _check_cross(list(placements.values()), host, nodes_of, report)
     found = config.problems + report.items
+    if errors_only:
+        found = [d for d in found if d.is_error]
     if names:
         wanted = {vm.label for vm in config.select(names)}
         found = [d for d in found if not d.vms or wanted & set(d.vms)]
     return sorted(found, key=diag.sort_key)
 
 
-def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
+# The NUMA nodes of a set of CPUs; VMs share cpusets, so each set is looked
+# up once (a 10,000-VM config asks about 70,000 times).
+NodesOf = Callable[[frozenset[int]], frozenset[int]]
+
+
+def _nodes_of(topology: Topology) -> NodesOf:
+    memo: dict[frozenset[int], frozenset[int]] = {}
+
+    def nodes_of(cpus: frozenset[int]) -> frozenset[int]:
+        found = memo.get(cpus)
+        if found is None:
+            found = memo[cpus] = topology.nodes_of(cpus)
+        return found
+
+    return nodes_of
+
+
+def _check_vm(vm: VmConfig, host: Host, nodes_of: NodesOf,
+              report: _Report) -> Placement | None:
     topology = host.topology
     _check_numatune_nodes(vm, host, report)
     _check_pci_exists(vm, host, report)
@@ -98,12 +124,12 @@ def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
         return None
     _check_vcpus(p, report)
     if vm.rt:
-        _check_rt(p, host, report)
+        _check_rt(p, host, nodes_of, report)
         _check_unpluggable(p, host, report)
         _check_boot_cpu(p, report)
     else:
         _check_non_rt(p, report)
-    _check_pci_nodes(p, host, report)
+    _check_pci_nodes(p, host, nodes_of, report)
     return p
 
 
@@ -162,7 +188,7 @@ def _check_vcpus(p: Placement, report: _Report) -> None:
                      f"nr_vcpus is {p.nr_vcpus}", vm, "cpu_topology")
 
 
-def _check_rt(p: Placement, host: Host, report: _Report) -> None:
+def _check_rt(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> None:
     vm = p.vm
     if not p.cpuset:
         report.error("rt-empty-cpuset", "an rt VM needs a cpuset (at least nr_vcpus + 1 "
@@ -175,7 +201,7 @@ def _check_rt(p: Placement, host: Host, report: _Report) -> None:
     if not p.rt_memory:
         report.error("rt-unlocked-memory", "rt = True needs rt_memory = True or auto "
                      "(guest memory must be locked)", vm, "rt_memory")
-    nodes = host.topology.nodes_of(p.cpuset)
+    nodes = nodes_of(p.cpuset)
     if len(nodes) > 1:
         report.warning("rt-multi-node", f"cpuset spans NUMA nodes {format_ids(nodes)}; "
                        "an rt VM is best kept on one node", vm, "cpuset")
@@ -224,8 +250,8 @@ def _check_unpluggable(p: Placement, host: Host, report: _Report) -> None:
                      "offline; leave its core out of the cpuset", p.vm, "cpuset")
 
 
-def _check_pci_nodes(p: Placement, host: Host, report: _Report) -> None:
-    nodes = host.topology.nodes_of(p.cpuset)
+def _check_pci_nodes(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> None:
+    nodes = nodes_of(p.cpuset)
     for address in p.vm.pcidevs:
         dev = host.pci.get(address)
         if nodes and dev is not None and dev.numa_node is not None \
@@ -234,10 +260,29 @@ def _check_pci_nodes(p: Placement, host: Host, report: _Report) -> None:
                            f"the cpuset uses nodes {format_ids(nodes)}", p.vm, "pcidevs")
 
 
-def _check_cross(placements: list[Placement], host: Host, report: _Report) -> None:
-    for i, j in sorted(_pairs(placements, host)):
-        _check_pair(placements[i], placements[j], host, report, first=True)
-        _check_pair(placements[j], placements[i], host, report, first=False)
+@dataclass(frozen=True)
+class _Facts:
+    """What the cross-VM rules compare of one VM, worked out once."""
+
+    p: Placement
+    rt: bool
+    cpus: frozenset[int]   # what it holds: owned CPUs (rt), else the cpuset
+    nodes: frozenset[int]  # the NUMA nodes of the cpuset
+    pcidevs: frozenset
+
+    @classmethod
+    def of(cls, p: Placement, nodes_of: NodesOf) -> "_Facts":
+        rt = p.rt
+        return cls(p, rt, p.owned_cpus if rt else p.cpuset, nodes_of(p.cpuset),
+                   frozenset(p.vm.pcidevs))
+
+
+def _check_cross(placements: list[Placement], host: Host, nodes_of: NodesOf,
+                 report: _Report) -> None:
+    facts = [_Facts.of(p, nodes_of) for p in placements]
+    for i, j in sorted(_pairs(facts, nodes=report.warnings)):
+        _check_pair(facts[i], facts[j], report, first=True)
+        _check_pair(facts[j], facts[i], report, first=False)
     rt = [p for p in placements if p.rt and p.owned_cpus]
     rt_owned = frozenset().union(*(p.owned_cpus for p in rt))
     if rt_owned and not host.topology.online_cpus - rt_owned:
@@ -247,58 +292,58 @@ def _check_cross(placements: list[Placement], host: Host, report: _Report) -> No
                      first.vm, "cpuset", *others)
 
 
-def _pairs(placements: list[Placement], host: Host) -> set[tuple[int, int]]:
+def _pairs(facts: list[_Facts], *, nodes: bool) -> set[tuple[int, int]]:
     """Index pairs (i < j) of VMs that share a device, or where one is rt and
-    the other touches its CPUs or NUMA nodes: the only pairs a cross-VM rule
-    can fire on. Indexing keeps a 1,000-VM config fast."""
+    the other touches its CPUs or (``nodes``: the rules that warn) its NUMA
+    nodes: the only pairs a cross-VM rule can fire on. Indexing keeps a
+    10,000-VM config linear in its VMs."""
     by_key: dict[tuple, list[int]] = {}
-    for i, p in enumerate(placements):
-        keys = [("pci", a) for a in p.vm.pcidevs]
-        keys += [("cpu", c) for c in (p.owned_cpus if p.rt else p.cpuset)]
-        keys += [("node", n) for n in host.topology.nodes_of(p.cpuset)]
-        keys += [("node", n) for n in p.numatune or ()]
+    for i, f in enumerate(facts):
+        keys = [("pci", a) for a in f.pcidevs]
+        keys += [("cpu", c) for c in f.cpus]
+        if nodes:
+            keys += [("node", n) for n in f.nodes]
+            keys += [("node", n) for n in f.p.numatune or ()]
         for key in keys:
             by_key.setdefault(key, []).append(i)
     pairs: set[tuple[int, int]] = set()
     for key, users in by_key.items():
         if len(users) < 2:
             continue
-        anchors = users if key[0] == "pci" else [i for i in users if placements[i].rt]
+        anchors = users if key[0] == "pci" else [i for i in users if facts[i].rt]
         for a in anchors:
-            pairs.update((min(a, b), max(a, b)) for b in users if b != a)
+            pairs.update((a, b) if a < b else (b, a) for b in users if b != a)
     return pairs
 
 
-def _check_pair(rt: Placement, other: Placement, host: Host, report: _Report, *,
-                first: bool) -> None:
+def _check_pair(rt: _Facts, other: _Facts, report: _Report, *, first: bool) -> None:
     """Rules where ``rt`` is an rt VM and ``other`` any other VM; and PCI sharing.
 
     Called for both orders of each pair; ``first`` is true for config order,
     so that a finding between two rt VMs, or a shared device, is reported
     once.
     """
-    shared = set(rt.vm.pcidevs) & set(other.vm.pcidevs)
+    mine, theirs = rt.p.vm, other.p.vm
+    shared = rt.pcidevs & other.pcidevs
     if shared and first:
         report.error("pci-shared", f"{' '.join(str(a) for a in sorted(shared))} already given "
-                     f"to {rt.vm.label}{_at(rt.vm, 'pcidevs')}",
-                     other.vm, "pcidevs", rt.vm)
+                     f"to {mine.label}{_at(mine, 'pcidevs')}", theirs, "pcidevs", mine)
     if not rt.rt:
         return
-    theirs = other.owned_cpus if other.rt else other.cpuset
-    overlap = rt.owned_cpus & theirs
+    overlap = rt.p.owned_cpus & other.cpus
     if overlap and (first or not other.rt):
         report.error("rt-overlap", f"CPUs {format_ids(overlap)} (cpuset plus the SMT "
-                     f"siblings it owns) are also used by {other.vm.label}"
-                     f"{_at(other.vm, 'cpuset')}", rt.vm, "cpuset", other.vm)
-    nodes = host.topology.nodes_of(rt.cpuset)
-    theirs_nodes = host.topology.nodes_of(other.cpuset) & nodes
-    if theirs_nodes and (first or not other.rt):
-        report.warning("node-shared", f"cpuset uses NUMA node {format_ids(theirs_nodes)}, "
-                       f"which rt VM {rt.vm.label} uses", other.vm, "cpuset", rt.vm)
-    if other.vm.numatune is not AUTO and other.numatune and other.numatune & nodes:
+                     f"siblings it owns) are also used by {theirs.label}"
+                     f"{_at(theirs, 'cpuset')}", mine, "cpuset", theirs)
+    shared_nodes = other.nodes & rt.nodes
+    if shared_nodes and (first or not other.rt):
+        report.warning("node-shared", f"cpuset uses NUMA node {format_ids(shared_nodes)}, "
+                       f"which rt VM {mine.label} uses", theirs, "cpuset", mine)
+    numatune = other.p.numatune
+    if theirs.numatune is not AUTO and numatune and numatune & rt.nodes:
         report.warning("numatune-shared", f"numatune includes NUMA node "
-                       f"{format_ids(other.numatune & nodes)}, which rt VM {rt.vm.label} "
-                       "uses", other.vm, "numatune", rt.vm)
+                       f"{format_ids(numatune & rt.nodes)}, which rt VM {mine.label} "
+                       "uses", theirs, "numatune", mine)
 
 
 def _at(vm: VmConfig, attribute: str) -> str:

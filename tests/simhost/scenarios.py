@@ -46,9 +46,16 @@ from guest import (T0, Child, allowed, define, destroy_all, emit, host_facts, jo
                    run_tool, say, snapshot, stat_json, step, virsh, vm_threads, write,
                    write_config)
 
-# What the commands need, imported once before any fork (see the docstring).
-for _module in ("boot", "shutdown", "show_config", "stat", "validate_host"):
-    importlib.import_module(f"kvmrt.commands.{_module}")
+# What the commands need, imported once before any fork (see the docstring);
+# the command modules import libvirt, the host readers and the tuning code
+# only in their bodies, so those are named here too.
+for _module in ("kvmrt.commands.boot", "kvmrt.commands.shutdown", "kvmrt.commands.show_config",
+                "kvmrt.commands.stat", "kvmrt.commands.validate_host", "kvmrt.host",
+                "kvmrt.host.tasks", "kvmrt.hostcheck", "kvmrt.libvirt_sync.connection",
+                "kvmrt.libvirt_sync.domains", "kvmrt.lifecycle", "kvmrt.placement",
+                "kvmrt.status", "kvmrt.tuning.engine", "kvmrt.tuning.journal",
+                "kvmrt.tuning.watcher", "kvmrt.validate"):
+    importlib.import_module(_module)
 
 
 # --- scenarios ----------------------------------------------------------------

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import Config
-from kvmrt.config.model import VmConfig
-from kvmrt.host.fs import HostFS
-from kvmrt.host.procs import IRQBALANCE, pids_named
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import (DisabledVmNamed, already_running, boot_vm, exit_status,
-                             to_boot)
-from kvmrt.tuning import engine, watcher
+
+if TYPE_CHECKING:
+    from kvmrt.config.file import Config
+    from kvmrt.config.model import VmConfig
+    from kvmrt.host.fs import HostFS
 
 
 @common.command
@@ -43,6 +40,13 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     disturbed tuning, and pins its threads live). Every change is journaled
     first and undone at shutdown.
     """
+    from kvmrt.guestsvc import service as guestsvc
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import already_running, boot_vm, exit_status
+    from kvmrt.tuning import engine, watcher
+
     if not dry_run:
         common.require_root()
     config, host, fs = common.load(path), common.host(), HostFS()
@@ -56,7 +60,12 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
         common.print_recovery(engine.recover(fs, running))
     if any(vm.rt for vm in selected):
         _warn_irqbalance(fs)
+    if not dry_run:
+        guestsvc.prepare(selected)   # the channel sockets' directory, before QEMU starts
     results = [boot_vm(fs, domains, vm, host.topology, dry_run=dry_run) for vm in selected]
+    if not dry_run:
+        for note in guestsvc.start_for(config, path, domains.running_uuids()):
+            click.echo(f"warning: {note}", err=True)
     if not dry_run and any(not vm.rt for vm in selected):
         # A non-rt VM started beside tuned rt VMs runs everywhere at first.
         common.print_recovery(engine.refresh(fs), what="shielded the new VMs' threads:")
@@ -69,6 +78,8 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
 
 
 def _selected(config: Config, vms: tuple[str, ...], *, every: bool) -> list[VmConfig]:
+    from kvmrt.lifecycle import DisabledVmNamed, to_boot
+
     try:
         return to_boot(config, vms, every=every)
     except DisabledVmNamed as exc:
@@ -85,6 +96,8 @@ def _refuse_running(running: list[VmConfig]) -> None:
 
 
 def _warn_irqbalance(fs: HostFS) -> None:
+    from kvmrt.host.procs import IRQBALANCE, pids_named
+
     if pids_named(fs, IRQBALANCE):
         click.echo("warning: irqbalance is running and will move IRQs back onto shielded "
                    "CPUs; stop it (systemctl disable --now irqbalance) or ban the "

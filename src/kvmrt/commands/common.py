@@ -3,6 +3,11 @@
 Only the command layer prints. Library code raises :class:`KvmrtError`
 subclasses; :func:`run` turns them into one line on stderr and exit 1.
 ``--debug`` shows the traceback instead.
+
+A command module imports at its top only what ``--help`` and argument
+errors need (click, the config, the lock); libvirt, lxml, the host readers
+and the tuning code are imported where a command body uses them, so that
+``--help`` starts as fast as Python itself (tests/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -11,17 +16,18 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from kvmrt import lockfile
-from kvmrt.config.file import DEFAULT_PATH, Config, load_config
+from kvmrt.config import DEFAULT_PATH
 from kvmrt.errors import KvmrtError
-from kvmrt.host import HostFS, read_host
-from kvmrt.host.model import Host
-from kvmrt.libvirt_sync.connection import LibvirtError, connect
-from kvmrt.libvirt_sync.domains import Domain, Domains
+
+if TYPE_CHECKING:
+    from kvmrt.config.file import Config
+    from kvmrt.host.model import Host
+    from kvmrt.libvirt_sync.domains import Domain
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -63,6 +69,8 @@ connect_option = click.option(
 def complete_vms(ctx: click.Context, _param: click.Parameter,
                  incomplete: str) -> list[str]:
     """Shell completion: the VM names of the config (-f, else the default)."""
+    from kvmrt.config.file import load_config
+
     try:
         config = load_config(ctx.params.get("path") or DEFAULT_PATH)
     except (KvmrtError, OSError):
@@ -93,6 +101,8 @@ def require_root() -> None:
 
 
 def load(path: str | None) -> Config:
+    from kvmrt.config.file import load_config
+
     return load_config(path or DEFAULT_PATH)
 
 
@@ -108,6 +118,9 @@ def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
 
 def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | None]:
     """libvirt's persistent domains by lower-case UUID, or (None, why not)."""
+    from kvmrt.libvirt_sync.connection import LibvirtError, connect
+    from kvmrt.libvirt_sync.domains import Domains
+
     try:
         return {d.uuid.lower(): d for d in Domains(connect(uri, read_only=True)).all()}, None
     except LibvirtError as exc:
@@ -177,6 +190,8 @@ def print_results(results: list, *, verbose: bool) -> None:
 
 def host() -> Host:
     """The host under ``KVMRT_FSROOT`` (default ``/``)."""
+    from kvmrt.host import HostFS, read_host
+
     return read_host(HostFS())
 
 

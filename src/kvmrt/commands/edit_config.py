@@ -12,22 +12,19 @@ import os
 import shlex
 import subprocess
 import tempfile
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt import diagnostics as diag
 from kvmrt.commands import common
 from kvmrt.commands.sync_config import report
-from kvmrt.config import inifile
-from kvmrt.config.file import Config, parse_config
-from kvmrt.config.model import VmConfig
 from kvmrt.errors import KvmrtError
-from kvmrt.host.model import Host
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, XmlChange, check_rename,
-                                     sync_to_libvirt)
-from kvmrt.validate import validate
+
+if TYPE_CHECKING:
+    from kvmrt.config.file import Config
+    from kvmrt.host.model import Host
+    from kvmrt.libvirt_sync.domains import Domains
 
 
 @common.command
@@ -46,6 +43,9 @@ def main(path: str | None, uri: str | None) -> None:
     on disk while the editor was open, nothing is overwritten and the
     edited copy is kept. Quitting without changes changes nothing.
     """
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     common.require_root()
     target = path or common.DEFAULT_PATH
     editor = _editor_command()
@@ -74,6 +74,9 @@ class _Libvirt:
         self._domains: Domains | None = None
 
     def domains(self) -> Domains | None:
+        from kvmrt.libvirt_sync.connection import connect
+        from kvmrt.libvirt_sync.domains import Domains
+
         if self._domains is None and self.why is None:
             try:
                 self._domains = Domains(connect(self.uri))
@@ -118,6 +121,8 @@ def _make_copy(text: str) -> str:
 
 def _copy_fate(copy: str, original: str) -> str:
     """Keep the copy only when it holds edits; say which."""
+    from kvmrt.config import inifile
+
     if not os.path.lexists(copy):
         return f"the copy {copy} is gone"
     try:
@@ -143,6 +148,9 @@ def _run_editor(editor: list[str], copy: str, original: str) -> None:
 def _edit_until_valid(editor: list[str], copy: str, original: str, before: Config,
                       host: Host, libvirt: _Libvirt) -> tuple[Config | None, str]:
     """Run the editor until the copy can be saved; (None, original) if unchanged."""
+    from kvmrt.config import inifile
+    from kvmrt.config.file import parse_config
+
     target = before.path
     while True:
         _run_editor(editor, copy, original)
@@ -172,22 +180,11 @@ def _again() -> bool:
 
 def _problems(before: Config, after: Config, host: Host,
               libvirt: _Libvirt) -> tuple[list[diag.Diagnostic], list[diag.Diagnostic]]:
-    """(findings, notes) of the edited config.
+    """(findings, notes) of the edited config (:func:`kvmrt.edit.check_edit`)."""
+    from kvmrt import edit
 
-    Findings: problems of the file in every section, the host and cross-VM
-    rules for enabled VMs (SPEC 4 without --all), and renames libvirt would
-    refuse; their errors block the save. Notes: what ``--all`` adds for the
-    disabled VMs the edit changed; a disabled VM never blocks a save.
-    """
-    found = validate(after, host)
-    changed = _changed(before, after)
-    disabled = {vm.label for vm in changed if vm.disabled}
-    notes = [d for d in validate(after, host, include_disabled=True)
-             if d not in found and disabled & set(d.vms)]
-    if not any(d.is_error for d in found):
-        found += _refused_renames([vm for vm in changed if not vm.disabled], libvirt,
-                                  after.path)
-    return found, notes
+    check = edit.check_edit(before, after, host, libvirt.domains())
+    return check.found, check.notes
 
 
 def _as_note(d: diag.Diagnostic) -> str:
@@ -195,44 +192,16 @@ def _as_note(d: diag.Diagnostic) -> str:
             + " (a disabled VM does not block the save; fix it before enabling the VM)")
 
 
-def _refused_renames(vms: list[VmConfig], libvirt: _Libvirt,
-                     path: str | None) -> list[diag.Diagnostic]:
-    """A rename libvirt would refuse (the domain runs, or the name is taken)
-    is an error before saving, not a failed sync after it."""
-    domains = libvirt.domains()
-    out = []
-    for vm in vms if domains is not None else []:
-        domain = domains.by_uuid(vm.uuid)
-        if domain is None or domain.name == vm.name:
-            continue
-        try:
-            check_rename(XmlChange(vm, domain, domain.xml), domains)
-        except RenameRefused as exc:
-            out.append(diag.error("rename-refused", f"{exc}; or keep the name", vms=(vm.label,),
-                                  attribute="name", line=vm.line_of("name"), file=path))
-    return out
-
-
-def _changed(before: Config, after: Config) -> list[VmConfig]:
-    """The VMs of ``after`` whose section is new or holds other values than
-    before (by UUID). Moving a section or respelling a value (``yes`` for
-    ``true``, another order of a set) is no change."""
-    old = {vm.uuid.lower(): vm for vm in before.vms}
-    return [vm for vm in after.vms
-            if vm.uuid.lower() not in old or old[vm.uuid.lower()].values != vm.values]
-
-
 # -- saving ----------------------------------------------------------------
 
 def _save(target: str, original: str, text: str, copy: str) -> None:
     """Write the edited text, under the lock, unless the file changed meanwhile."""
+    from kvmrt import edit
+
     try:
-        with inifile.locked(target):
-            now = inifile.read_config(target) if os.path.lexists(target) else ""
-            if now != original:
-                common.fail(f"{target} changed on disk while you were editing; not "
-                            f"overwritten. Your edited copy is kept at {copy}")
-            inifile.write_atomic(target, text)
+        edit.save_edit(target, original, text)
+    except edit.ChangedOnDisk as exc:
+        common.fail(f"{exc}. Your edited copy is kept at {copy}")
     except KvmrtError as exc:
         common.fail(f"not saved: {exc}; {target} is unchanged and your edited copy is "
                     f"kept at {copy}")
@@ -243,48 +212,19 @@ def _save(target: str, original: str, text: str, copy: str) -> None:
 
 def _sync(before: Config, after: Config, host: Host, libvirt: _Libvirt) -> None:
     """Sync the changed enabled VMs; report the others that are out of step."""
+    from kvmrt import edit
+
     domains = libvirt.domains()
     if domains is None:
         common.fail(f"saved, but libvirt was not synced: {libvirt.why}; "
                     "run kvmrt-sync-config later")
-    changed = [vm for vm in _changed(before, after) if not vm.disabled]
-    defined = [vm for vm in after.active() if domains.by_uuid(vm.uuid) is not None]
-    others = [vm for vm in defined if vm not in changed]
-    for vm in _removed(before, after):
-        kept = "" if domains.by_uuid(vm.uuid) is None else "; its libvirt domain is left as it is"
-        click.echo(f"{vm.label}: removed from the config{kept}")
-    for o in sync_to_libvirt(others, host.topology, domains, query=True):
-        _say_unsynced(o)
-    for vm in after.active():
-        if vm not in defined and vm not in changed:
-            click.echo(f"warning: {vm.label}: {_not_defined(vm, after.path)}", err=True)
-    outcomes = []
-    for vm in changed:
-        if vm in defined:
-            outcomes += sync_to_libvirt([vm], host.topology, domains, query=False)
-        else:
-            outcomes.append(Outcome(vm.label, "failed", messages=[_not_defined(vm, after.path)]))
-    report(outcomes, query=False)
-
-
-def _removed(before: Config, after: Config) -> list[VmConfig]:
-    kept = {vm.uuid.lower() for vm in after.vms}
-    return [vm for vm in before.active() if vm.uuid.lower() not in kept]
-
-
-def _say_unsynced(o: Outcome) -> None:
-    """A VM the edit did not change, as libvirt has it."""
-    if o.status == "out of step":
-        click.echo(f"{o.vm}: not changed by this edit, out of step with libvirt and left "
-                   f"as it is: 'kvmrt-sync-config -r {o.vm}' takes libvirt's side, "
-                   f"'kvmrt-sync-config {o.vm}' the config's")
-    elif o.status == "failed":
-        click.echo(f"warning: {o.vm}: cannot compare with libvirt: {'; '.join(o.messages)}",
-                   err=True)
-
-
-def _not_defined(vm: VmConfig, path: str | None) -> str:
-    return (f"libvirt has no domain with UUID {vm.uuid} (deleted, or not defined yet); "
-            f"define it, or remove its section [{vm.uuid}] or set disabled = true in it "
-            f"(kvmrt-edit-config{'' if path == common.DEFAULT_PATH else f' -f {path}'})")
-
+    done = edit.sync_edit(before, after, host, domains)
+    for line in done.removed:
+        click.echo(line)
+    for o in done.unsynced:
+        line = edit.unsynced_line(o)
+        if line is not None:
+            click.echo(line, err=line.startswith("warning:"))
+    for line in done.undefined:
+        click.echo(f"warning: {line}", err=True)
+    report(done.outcomes, query=False)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import editing, write_config
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domain, Domains
-from kvmrt.libvirt_sync.importer import import_domains
-from kvmrt.libvirt_sync.sync import NoSuchDomain
+
+if TYPE_CHECKING:
+    from kvmrt.libvirt_sync.domains import Domain, Domains
 
 
 @common.command
@@ -30,6 +29,11 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
     cannot be imported is left out with a reason (exit 1); the others are
     imported. Creates the config file if it does not exist.
     """
+    from kvmrt.config.file import editing, write_config
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.libvirt_sync.importer import import_domains
+
     common.require_root()
     host = common.host()
     domains = Domains(connect(uri))
@@ -55,6 +59,8 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
 
 
 def _choose(domains: Domains, names: tuple[str, ...]) -> list[Domain]:
+    from kvmrt.libvirt_sync.sync import NoSuchDomain
+
     if not names:
         return domains.all()
     chosen = []

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.model import AUTO
 from kvmrt.sets import format_ids
-from kvmrt.placement import Placement, place_all, placement_json
-from kvmrt.validate import validate
+
+if TYPE_CHECKING:
+    from kvmrt.placement import Placement
 
 
 @common.command
@@ -26,10 +27,13 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     Errors in the config are printed on stderr (exit 1); VMs whose cpuset
     cannot be interpreted are left out.
     """
+    from kvmrt.placement import place_all, placement_json
+    from kvmrt.validate import validate
+
     config = common.load(path)
     host = common.host()
-    errors = [d for d in validate(config, host, include_disabled=include_disabled, names=vms)
-              if d.is_error]
+    errors = validate(config, host, include_disabled=include_disabled, names=vms,
+                      errors_only=True)
     placements = place_all(config.select(vms, include_disabled=include_disabled), host.topology)
     if as_json:
         common.print_json([placement_json(p) for p in placements])
@@ -74,6 +78,8 @@ def _cpuset(p: Placement) -> str:
 
 
 def _auto(shown, configured) -> str:
+    from kvmrt.config.model import AUTO
+
     return f"{shown} (auto)" if configured is AUTO else str(shown)
 
 

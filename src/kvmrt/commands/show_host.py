@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import DEFAULT_PATH
+from kvmrt.config import DEFAULT_PATH
 from kvmrt.sets import format_ids
-from kvmrt.hostview import Owners, host_json, owners_of
-from kvmrt.host.model import Host
+
+if TYPE_CHECKING:
+    from kvmrt.host.model import Host
+    from kvmrt.hostview import Owners
 
 
 @common.command
@@ -27,6 +30,8 @@ def main(path: str | None, as_json: bool) -> None:
     device is marked with the VM that uses it; errors in that config are
     printed on stderr and give exit status 1.
     """
+    from kvmrt.hostview import Owners, host_json, owners_of
+
     host = common.host()
     owners, problems = Owners(), []
     if path or os.path.exists(DEFAULT_PATH):

@@ -7,11 +7,6 @@ import sys
 import click
 
 from kvmrt.commands import common
-from kvmrt.host.fs import HostFS
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import exit_status, plan_shutdown, shutdown_vms, to_shut_down
-from kvmrt.tuning import engine
 
 
 @common.command
@@ -32,6 +27,13 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     ones), concurrently unless -v, then put back every host setting kvmrt
     changed for them that no other running rt VM still needs.
     """
+    from kvmrt.guestsvc import service as guestsvc
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import exit_status, plan_shutdown, shutdown_vms, to_shut_down
+    from kvmrt.tuning import engine
+
     if not dry_run:
         common.require_root()
     config, fs = common.load(path), HostFS()
@@ -52,6 +54,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
             if r.error:
                 click.echo(f"{r.name}: failed: {r.error}", err=True)
     common.print_restored(restored)
+    for note in guestsvc.stop_for(config, domains.running_uuids()):
+        say(note)
     common.print_recovery(engine.recover(fs, domains.running_uuids()))
     if not results:
         click.echo("no VM of the config is running")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from kvmrt.commands import common
 from kvmrt.sets import format_ids
-from kvmrt.host.fs import HostFS
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.lifecycle import RUNNING
-from kvmrt.status import VmStatus, collect, leftovers
-from kvmrt.tuning.journal import Journal
+
+if TYPE_CHECKING:
+    from kvmrt.status import VmStatus
 
 
 @common.command
@@ -31,6 +30,13 @@ def main(path: str | None, uri: str | None, include_disabled: bool, threads: boo
     what applies it. Never changes anything; reports changes an interrupted
     kvmrt left behind. Works for any user (libvirt read-only).
     """
+    from kvmrt.host.fs import HostFS
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.lifecycle import RUNNING
+    from kvmrt.status import collect, leftovers
+    from kvmrt.tuning.journal import Journal
+
     config, host, fs = common.load(path), common.host(), HostFS()
     domains = Domains(connect(uri, read_only=True))
     selected = config.select(vms, include_disabled=include_disabled)
@@ -40,15 +46,27 @@ def main(path: str | None, uri: str | None, include_disabled: bool, threads: boo
     found = collect(fs, selected, states, host.topology, journal, threads=threads,
                     runtimes={u: r for u, r in runtimes.items() if r is not None})
     warnings = leftovers(journal, domains.running_uuids())
+    services = _guest_services(found)
     if as_json:
-        common.print_json([s.as_json() for s in found])
+        common.print_json([{**s.as_json(), "guest_services": services.get(s.vm.uuid.lower())}
+                           for s in found])
     else:
-        _table(found, threads=threads)
+        _table(found, services, threads=threads)
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
 
 
-def _table(found: list[VmStatus], *, threads: bool) -> None:
+def _guest_services(found: list[VmStatus]) -> dict[str, str]:
+    """For each running VM with guest services: ``connected`` (kvmrt-gsd
+    serves it), ``listening`` (QEMU's socket waits for kvmrt-gsd) or ``off``."""
+    from kvmrt.guestsvc.daemon import connection_state
+    from kvmrt.lifecycle import RUNNING
+
+    return {s.vm.uuid.lower(): connection_state(s.vm.uuid) for s in found
+            if s.vm.guest_services and s.state in RUNNING}
+
+
+def _table(found: list[VmStatus], services: dict[str, str], *, threads: bool) -> None:
     click.echo(f"{'NAME':<20} {'STATE':<10} {'RT':<3} {'VCPUS':>5} {'CPUSET':<16} "
                f"{'TUNING':<10} TITLE")
     for s in found:
@@ -60,6 +78,8 @@ def _table(found: list[VmStatus], *, threads: bool) -> None:
             click.echo(f"    {problem}")
         for line in s.pending:
             click.echo(f"    config: {line}")
+        if s.vm.uuid.lower() in services:
+            click.echo(f"    guest services: {services[s.vm.uuid.lower()]}")
         if s.threads:
             click.echo(f"    {'TID':>8}  {'THREAD':<18} {'ROLE':<11} {'AFFINITY':<12} CPU")
         for t in s.threads or []:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import editing, write_config
-from kvmrt.libvirt_sync.connection import connect
-from kvmrt.libvirt_sync.domains import Domains
-from kvmrt.libvirt_sync.importer import sync_from_libvirt
-from kvmrt.libvirt_sync.sync import Outcome, sync_to_libvirt
+
+if TYPE_CHECKING:
+    from kvmrt.libvirt_sync.sync import Outcome
 
 
 @common.command
@@ -45,6 +44,10 @@ def main(path: str | None, uri: str | None, include_disabled: bool, reverse: boo
 
 
 def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.libvirt_sync.sync import sync_to_libvirt
+
     config, host = common.load(path), common.host()
     common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
     selected = config.select(vms, include_disabled=include_disabled)
@@ -53,6 +56,12 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
 
 
 def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
+    from kvmrt.config.file import editing, write_config
+    from kvmrt.libvirt_sync.connection import connect
+    from kvmrt.libvirt_sync.domains import Domains
+    from kvmrt.libvirt_sync.importer import sync_from_libvirt
+    from kvmrt.libvirt_sync.sync import SyncStatus
+
     host = common.host()
     if query:
         config = common.load(path)
@@ -64,7 +73,7 @@ def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
         selected = config.select(vms, include_disabled=include_disabled)
         outcomes = sync_from_libvirt(config, selected, host, Domains(connect(uri)),
                                      query=False)
-        if any(o.status == "updated" for o in outcomes):
+        if any(o.status is SyncStatus.UPDATED for o in outcomes):
             write_config(config)
     return outcomes
 
@@ -72,8 +81,10 @@ def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
 def report(outcomes: list[Outcome], *, query: bool) -> None:
     """One line per VM (diffs below), then exit 1 on failure or, with -q,
     when anything is out of step."""
+    from kvmrt.libvirt_sync.sync import SyncStatus
+
     for o in outcomes:
-        if o.status == "failed":
+        if o.status is SyncStatus.FAILED:
             click.echo(f"{o.vm}: failed: {'; '.join(o.messages)}", err=True)
             continue
         click.echo(f"{o.vm}: {o.status}")
@@ -81,5 +92,5 @@ def report(outcomes: list[Outcome], *, query: bool) -> None:
             click.echo(o.diff, nl=not o.diff.endswith("\n"))
         for message in o.messages:
             click.echo(f"warning: {message}", err=True)
-    bad = {"failed", "out of step"} if query else {"failed"}
+    bad = {SyncStatus.FAILED, SyncStatus.OUT_OF_STEP} if query else {SyncStatus.FAILED}
     sys.exit(1 if any(o.status in bad for o in outcomes) else 0)

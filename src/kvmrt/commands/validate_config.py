@@ -8,7 +8,6 @@ import click
 
 from kvmrt import diagnostics as diag
 from kvmrt.commands import common
-from kvmrt.validate import validate
 
 
 @common.command
@@ -26,6 +25,8 @@ def main(path: str | None, uri: str | None, include_disabled: bool, as_json: boo
     message, then a summary. Exits 1 when there is any error, else 0. When
     libvirt cannot be reached its checks are skipped with a warning.
     """
+    from kvmrt.validate import validate
+
     config = common.load(path)
     domains, unreachable = common.libvirt_domains(uri)
     found = validate(config, common.host(), include_disabled=include_disabled, names=vms,

@@ -8,9 +8,7 @@ import sys
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.file import DEFAULT_PATH
-from kvmrt.host import HostFS
-from kvmrt.hostcheck import Status, format_report, validate_host
+from kvmrt.config import DEFAULT_PATH
 
 
 @common.command
@@ -33,6 +31,9 @@ def main(path: str | None, uri: str | None, as_json: bool, quiet: bool) -> None:
     their CPUs, their PCI devices, their memory. Changes nothing; runs as an
     ordinary user too. Exits 1 when a check fails, else 0.
     """
+    from kvmrt.host import HostFS
+    from kvmrt.hostcheck import Status, format_report, validate_host
+
     config = common.load(path) if path or os.path.exists(DEFAULT_PATH) else None
     report = validate_host(HostFS(), config=config, uri=uri)
     if as_json:

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from kvmrt import diagnostics as diag
-from kvmrt.config import iniedit, inifile
+from kvmrt.config import DEFAULT_PATH, iniedit, inifile
 from kvmrt.config.model import ATTRIBUTES, VmConfig, vm_from_section, vm_to_entries
 from kvmrt.errors import KvmrtError
-
-DEFAULT_PATH = "/etc/kvmrt.cfg"
 
 
 class UnknownVm(KvmrtError, LookupError):

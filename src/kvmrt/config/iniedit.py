@@ -46,7 +46,36 @@ def rewrite(text: str, sections: Sections) -> str:
     for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
         lines[edit.start:edit.end] = [line + eol for line in edit.lines]
     added = [(n, e) for n, e in wanted if n not in old]
+    kept = [n for n, _ in wanted if n in old]
+    if kept != [n for n in old if n in kept]:
+        lines = _reorder(lines, kept)
     return bom + _append_sections(lines, added, eol)
+
+
+def _reorder(lines: list[str], order: list[str]) -> list[str]:
+    """The sections of ``lines`` in ``order``, each with the comment lines
+    right above its header; what comes before the first header (the file's
+    own comments) stays first.
+    Blank lines at the end of a moved block become one blank line between
+    sections."""
+    sections = parse("\n".join(lines))[0]
+    starts = []
+    for section in sections:
+        start = section.line - 1
+        while starts and lines[start - 1].strip()[:1] in ("#", ";"):
+            start -= 1
+        starts.append(start)
+    bounds = dict(zip((s.name for s in sections), zip(starts, starts[1:] + [len(lines)])))
+    blocks = []
+    for name in order:
+        block = lines[slice(*bounds[name])]
+        while block and not block[-1].strip():
+            block.pop()
+        blocks.append(block)
+    out = lines[:starts[0]] if starts else []
+    for block in blocks:
+        out += block + [""]
+    return out
 
 
 def _remove_section(section: Section) -> _Edit:

@@ -156,6 +156,7 @@ ATTRIBUTES: dict[str, Attribute] = {
         Attribute("rt_memory", _or_auto(parse_bool), AUTO),
         Attribute("numatune", _or_auto(IdSet.parse_nodes), AUTO),
         Attribute("hide_kvm", parse_bool, False),
+        Attribute("guest_services", parse_bool, False),  # virtio-serial channel, kvmrt-gs(7)
         Attribute("autostart", parse_bool, False),
         Attribute("disabled", parse_bool, False),
         Attribute("pcidevs", PciSet.parse, PciSet()),

@@ -36,8 +36,6 @@ DEFAULT_AFFINITY = "proc/irq/default_smp_affinity"
 WORKQUEUE_MASK = "sys/devices/virtual/workqueue/cpumask"
 
 _REFUSALS = frozenset({errno.EIO, errno.EPERM})
-_LINE = re.compile(r"^\s*(\d+):(.*)$")
-_COUNT = re.compile(r"\s*\d+(?=\s|$)")
 # The hwirq-flow column: "5-edge", "-edge" (no hwirq), "27 Level", "Edge".
 _FLOW = re.compile(r"(?:^|\s)\d*-\S+$|(?:^|\s)\d+\s+(?:Edge|Level)\S*$|^(?:Edge|Level)\S*$")
 _VFIO = re.compile(r"vfio-(?:msix|msi)\[\d+\]\(([^)]+)\)|vfio-intx\(([^)]+)\)")
@@ -57,25 +55,49 @@ def parse_interrupts(text: str) -> dict[int, str]:
     """IRQ number -> actions column of ``/proc/interrupts`` ("" without action).
 
     The header line (``CPU0 CPU1 ...``) says how many count columns follow
-    each IRQ number; they are dropped before the columns are split.
+    each IRQ number; they are dropped before the columns are split. One
+    ``split`` per line: the file has a count per CPU and IRQ (11 MB at 512
+    CPUs), and the last text's result is kept for the next reader of the
+    same snapshot.
     """
+    if text != _last[0]:
+        _last[:] = [text, _parse_interrupts(text)]
+    return dict(_last[1])
+
+
+_last: list = [None, {}]
+
+
+def _parse_interrupts(text: str) -> dict[int, str]:
     lines = text.splitlines()
-    ncpus = len(lines[0].split()) if lines and not _LINE.match(lines[0]) else 0
+    ncpus = len(lines[0].split()) if lines and _irq_number(lines[0]) is None else 0
     names = {}
     for line in lines:
-        m = _LINE.match(line)
-        if m:
-            names[int(m.group(1))] = _actions(m.group(2), ncpus)
+        number = _irq_number(line)
+        if number is not None:
+            names[number] = _actions(line.partition(":")[2], ncpus)
     return names
+
+
+def _irq_number(line: str) -> int | None:
+    """The IRQ number of a line ``"  25: ..."``; None for ``NMI:``, the header..."""
+    head, colon, _ = line.partition(":")
+    head = head.lstrip()
+    return int(head) if colon and head.isdecimal() else None
 
 
 def _actions(rest: str, ncpus: int) -> str:
     """Drop ``ncpus`` counts, then take the column after chip and hwirq-flow."""
-    for _ in range(ncpus):
-        count = _COUNT.match(rest)
-        if count is None:
-            break
-        rest = rest[count.end():]
+    fields = rest.split(None, ncpus)
+    counts = fields[:ncpus]
+    if "".join(counts).isdecimal() and len(fields) > ncpus:
+        rest = fields[ncpus]
+    else:  # fewer counts than CPUs: drop those there are
+        rest = rest.lstrip()
+        for count in counts:
+            if not count.isdecimal():
+                break
+            rest = rest[len(count):].lstrip()
     fields = re.split(r"\s{2,}", rest.strip())
     if len(fields) < 2 or _FLOW.search(fields[-1]):
         return ""

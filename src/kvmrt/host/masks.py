@@ -8,16 +8,29 @@ CPUs, ``3`` for 2). It accepts them back with or without the padding.
 
 from __future__ import annotations
 
-from typing import Iterable
+import functools
+from pathlib import Path
+from typing import Iterable, Protocol
 
 from kvmrt.errors import HostReadError, SetSyntaxError
-from kvmrt.host.fs import HostFS
+
+
+class MaskFiles(Protocol):
+    """What :func:`read_mask` needs of a :class:`kvmrt.host.fs.HostFS` (fs
+    rewrites masks in status files: it imports this module, not the reverse)."""
+
+    def read(self, rel: str, default: None) -> str | None: ...
+
+    def path(self, rel: str) -> Path: ...
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_mask(text: str) -> frozenset[int]:
-    """``"ff,ffffffff"`` -> CPUs 0-39. Raises :class:`SetSyntaxError` naming the text."""
+    """``"ff,ffffffff"`` -> CPUs 0-39. Raises :class:`SetSyntaxError` naming the text.
+
+    The parse of each text is kept: few distinct masks, read again and again."""
     digits = text.strip().replace(",", "")
     if not digits or not set(digits) <= _HEX:
         raise SetSyntaxError(text.strip(), "not a hex CPU mask such as ff,ffffffff")
@@ -45,7 +58,7 @@ def mask_bits(text: str) -> int:
     return 4 * len(text.strip().replace(",", ""))
 
 
-def read_mask(fs: HostFS, rel: str) -> frozenset[int] | None:
+def read_mask(fs: MaskFiles, rel: str) -> frozenset[int] | None:
     """A hex-mask file as CPU ids; ``None`` when the file is absent.
 
     Raises :class:`HostReadError` naming the file when it does not parse.

@@ -1,8 +1,9 @@
 """Threads of the host and their CPU affinity.
 
 Read from ``/proc/PID/task/TID/stat`` (comm, flags, start time, last CPU)
-and ``.../status`` (``Cpus_allowed_list``). What the kernel does that
-matters here:
+and the thread's CPU affinity through the HostFS's kernel adapter
+(``sched_getaffinity`` on ``/``, ``.../status`` in a tree: see
+:mod:`kvmrt.host.fs`). What the kernel does that matters here:
 
 - ``comm`` in ``stat`` is wrapped in parentheses and may itself hold spaces
   and parentheses (``CPU 0/KVM``, ``(sd-pam)``): the fields start after the
@@ -24,24 +25,19 @@ matters here:
   :class:`TaskVanished`.
 
 ``sched_setaffinity`` cannot be redirected to a root, so :func:`set_affinity`
-goes through one of two appliers chosen by the root (:func:`_applier`): the
-system call on ``/``, a rewrite of ``status`` in a fixture tree so that tests
-read back what was done.
+goes through the HostFS's kernel adapter (``fs.kernel``).
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Callable, Iterable
 
 from kvmrt.sets import format_ids
 from kvmrt.errors import HostReadError, HostWriteError, NotMovable, TaskVanished
-from kvmrt.host.fs import HostFS, parse_cpulist
-from kvmrt.host.masks import format_mask, mask_bits
+from kvmrt.host.fs import HostFS
 
 PF_IO_WORKER = 0x00000010
 PF_USER_WORKER = 0x00004000
@@ -53,8 +49,6 @@ STAT_FLAGS = 9
 STAT_STARTTIME = 22
 STAT_PROCESSOR = 39
 
-_ALLOWED_LIST = re.compile(r"^Cpus_allowed_list:\s*(.*)$", re.MULTILINE)
-_ALLOWED = re.compile(r"^(Cpus_allowed:\s*)(\S*)$", re.MULTILINE)
 _GONE = (FileNotFoundError, ProcessLookupError)
 _IRQ_THREAD = re.compile(r"irq/(\d+)-")
 
@@ -94,27 +88,33 @@ def parse_stat(text: str) -> tuple[str, list[str]]:
 
 def read_task(fs: HostFS, pid: int, tid: int) -> Task:
     """Thread ``tid`` of process ``pid``; :class:`TaskVanished` when it is gone."""
+    return _read(fs, fs.kernel.affinity_reader(), pid, tid)
+
+
+Affinity = Callable[[int, int], frozenset[int]]
+
+
+def _read(fs: HostFS, affinity: Affinity, pid: int, tid: int) -> Task:
     base = task_dir(pid, tid)
     try:
-        stat = fs.read(f"{base}/stat")
-        status = fs.read(f"{base}/status")
+        stat = fs.read_bytes(f"{base}/stat").decode("utf-8", "surrogateescape")
+        cpus = affinity(pid, tid)
     except _GONE as err:
         raise TaskVanished(tid) from err
+    except ValueError as err:
+        raise HostReadError(str(fs.path(base)), f"unexpected status: {err}") from err
     try:
-        return _task(pid, tid, stat, status)
+        return _task(pid, tid, stat, cpus)
     except (ValueError, IndexError) as err:
-        raise HostReadError(str(fs.path(base)), f"unexpected stat/status: {err}") from err
+        raise HostReadError(str(fs.path(base)), f"unexpected stat: {err}") from err
 
 
-def _task(pid: int, tid: int, stat: str, status: str) -> Task:
+def _task(pid: int, tid: int, stat: str, affinity: frozenset[int]) -> Task:
     comm, fields = parse_stat(stat)
     flags = int(fields[STAT_FLAGS - 3])
-    allowed = _ALLOWED_LIST.search(status)
-    if allowed is None:
-        raise ValueError("no Cpus_allowed_list in status")
     processor = STAT_PROCESSOR - 3
     return Task(
-        pid=pid, tid=tid, comm=comm, affinity=parse_cpulist(allowed.group(1)),
+        pid=pid, tid=tid, comm=comm, affinity=affinity,
         last_cpu=int(fields[processor]) if len(fields) > processor else None,
         starttime=int(fields[STAT_STARTTIME - 3]),
         kernel=bool(flags & PF_KTHREAD), pinned=bool(flags & PF_NO_SETAFFINITY),
@@ -129,6 +129,7 @@ def read_tasks(fs: HostFS, pids: Iterable[int] | None = None) -> list[Task]:
     """
     if pids is None:
         pids = [int(name) for name in _proc_entries(fs) if name.isdigit()]
+    affinity = fs.kernel.affinity_reader()
     tasks = []
     for pid in sorted(pids):
         try:
@@ -137,7 +138,7 @@ def read_tasks(fs: HostFS, pids: Iterable[int] | None = None) -> list[Task]:
             continue
         for tid in sorted(tids):
             try:
-                tasks.append(read_task(fs, pid, tid))
+                tasks.append(_read(fs, affinity, pid, tid))
             except TaskVanished:
                 continue
     return tasks
@@ -158,60 +159,23 @@ def set_affinity(fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
 
     Raises :class:`TaskVanished` when the thread exited or its tid now names
     another thread, :class:`NotMovable` for a thread the kernel binds to its
-    CPU, :class:`HostWriteError` for any other refusal. An empty ``cpus`` is
-    a ``ValueError``: no thread can run nowhere.
+    CPU (PF_NO_SETAFFINITY: the kernel answers EINVAL, so nothing is tried),
+    :class:`HostWriteError` for any other refusal. An empty ``cpus`` is a
+    ``ValueError``: no thread can run nowhere.
     """
     if not cpus:
         raise ValueError(f"thread {task.tid}: empty CPU set")
     current = read_task(fs, task.pid, task.tid)
     if current.starttime != task.starttime:
         raise TaskVanished(task.tid)
-    _applier(fs).apply(fs, current, frozenset(cpus))
-
-
-class _Applier(Protocol):
-    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None: ...
-
-
-class _SchedSetaffinity:
-    """The real host: ``sched_setaffinity(2)``."""
-
-    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
-        try:
-            os.sched_setaffinity(task.tid, cpus)
-        except ProcessLookupError as err:
-            raise TaskVanished(task.tid) from err
-        except OSError as err:
-            if err.errno == errno.EINVAL and task.pinned:
-                raise NotMovable(task.tid, task.comm) from err
-            hint = (f" (no CPU of {format_ids(cpus)} is online in the thread's cpuset)"
-                    if err.errno == errno.EINVAL else "")
-            path = str(fs.path(task_dir(task.pid, task.tid)))
-            raise HostWriteError(path, f"sched_setaffinity: {err.strerror}{hint}") from err
-
-
-class _StatusRewrite:
-    """A fixture tree: what the kernel would show afterwards, in ``status``."""
-
-    def apply(self, fs: HostFS, task: Task, cpus: frozenset[int]) -> None:
-        if task.pinned:
-            raise NotMovable(task.tid, task.comm)
-        rel = f"{task_dir(task.pid, task.tid)}/status"
-        try:
-            fs.write(rel, _rewrite_status(fs.read(rel), cpus))
-        except _GONE as err:
-            raise TaskVanished(task.tid) from err
-
-
-def _rewrite_status(status: str, cpus: frozenset[int]) -> str:
-    def mask(m: re.Match[str]) -> str:
-        return m.group(1) + format_mask(cpus, mask_bits(m.group(2)))
-
-    status = _ALLOWED.sub(mask, status)
-    listed = f"Cpus_allowed_list:\t{format_ids(cpus)}"
-    return _ALLOWED_LIST.sub(lambda _: listed, status) + "\n"
-
-
-def _applier(fs: HostFS) -> _Applier:
-    """The one place that tells the real host from a tree below another root."""
-    return _SchedSetaffinity() if fs.root == Path("/") else _StatusRewrite()
+    if current.pinned:
+        raise NotMovable(task.tid, current.comm)
+    try:
+        fs.kernel.sched_setaffinity(task.pid, task.tid, frozenset(cpus))
+    except _GONE as err:
+        raise TaskVanished(task.tid) from err
+    except OSError as err:
+        hint = (f" (no CPU of {format_ids(cpus)} is online in the thread's cpuset)"
+                if err.errno == errno.EINVAL else "")
+        path = str(fs.path(task_dir(task.pid, task.tid)))
+        raise HostWriteError(path, f"sched_setaffinity: {err.strerror}{hint}") from err

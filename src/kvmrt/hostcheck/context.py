@@ -21,7 +21,6 @@ from kvmrt.hostcheck.machine import KvmAccess, LibvirtSession, Machine, Undeterm
 from kvmrt.placement import Placement, place_all
 
 
-
 class Context:
     def __init__(self, fs: HostFS, machine: Machine, host: Host, *,
                  config: Config | None = None, libvirt: LibvirtSession) -> None:

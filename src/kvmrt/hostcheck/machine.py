@@ -4,11 +4,11 @@ Almost every host check reads files through :class:`HostFS`, so a fixture
 tree stands in for ``/``. Three things belong to the running process or
 to a daemon instead, and sit here:
 
-- the process's privileges (``geteuid``) and its ``RLIMIT_MEMLOCK``: on
-  the real root the system call, under another root the tree's
-  ``proc/self/limits`` (the choice is made once, from the HostFS root);
-- opening ``dev/kvm`` read-write below the root (and, on the real root,
-  asking the device its KVM API version);
+- the process's privileges (``geteuid``) and its ``RLIMIT_MEMLOCK``, read
+  from ``proc/self/limits`` below the root (on ``/`` the kernel's own view
+  of this process, the values ``getrlimit`` returns);
+- opening ``dev/kvm`` read-write below the root and asking it its KVM API
+  version (a file in a tree is no device: it has no version);
 - libvirt, reached through :func:`kvmrt.libvirt_sync.connection.connect`.
 
 Expected failures are named outcomes, never bare errno numbers.
@@ -19,9 +19,7 @@ from __future__ import annotations
 import enum
 import fcntl
 import os
-import resource
 from dataclasses import dataclass
-from pathlib import Path
 
 import libvirt
 from lxml import etree
@@ -66,7 +64,6 @@ class Machine:
 
     def __init__(self, fs: HostFS, *, euid: int | None = None) -> None:
         self.fs = fs
-        self.live = fs.root.resolve() == Path("/")
         self.euid = os.geteuid() if euid is None else euid
 
     @property
@@ -75,9 +72,6 @@ class Machine:
 
     def memlock_limit(self) -> int | None:
         """The soft RLIMIT_MEMLOCK in bytes; ``None`` means unlimited."""
-        if self.live:
-            soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-            return None if soft == resource.RLIM_INFINITY else soft
         text = self.fs.read("proc/self/limits", default=None)
         if text is None:
             raise Undetermined(f"/proc/self/limits is missing below {self.fs.root}",
@@ -105,11 +99,9 @@ class Machine:
             os.close(fd)
 
     def _api_version(self, fd: int) -> int | None:
-        if not self.live:
-            return None
         try:
             return fcntl.ioctl(fd, KVM_GET_API_VERSION)
-        except OSError:  # not a KVM device after all: reported without a version
+        except OSError:  # not a KVM device (ENOTTY: a file in a tree): no version
             return None
 
 

@@ -32,7 +32,7 @@ from lxml import etree
 
 from kvmrt.sets import PciAddress, PciSet, format_ids
 from kvmrt.errors import DomainXmlError
-from kvmrt.libvirt_sync import domxml_tree as tree
+from kvmrt.libvirt_sync import domxml_channel, domxml_tree as tree
 from kvmrt.libvirt_sync.domxml_cputune import (
     CPUTUNE_ORDER, read_pins, set_pins, wanted_pins,
 )
@@ -121,6 +121,8 @@ def apply_config(xml: str, p: Placement) -> str:
     _set_flag(domain, ("features", "kvm", "hidden"), on=bool(vm.hide_kvm), state="on")
     _set_topology(domain, p.cpu_topology)
     _set_hostdevs(domain, vm.pcidevs)
+    domxml_channel.set_channel(domain, vm.uuid, on=bool(vm.guest_services),
+                               devices_order=DEVICES_ORDER, top_order=TOP_ORDER)
     return doc.serialize()
 
 
@@ -336,6 +338,8 @@ def _owned_items(domain: etree._Element) -> dict[str, str]:
         items["<features><kvm><hidden>"] = f"state={hidden}"
     for _, address in _pci_hostdevs(domain):
         items[f"PCI <hostdev> {address}"] = "the device"
+    if (channel := domxml_channel.channel_text(domain)) is not None:
+        items[f"<channel> {domxml_channel.PORT_NAME}"] = channel
     return items
 
 

@@ -21,7 +21,7 @@ from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domain, Domains
 from kvmrt.libvirt_sync.domxml import read_facts
-from kvmrt.libvirt_sync.sync import (NotDefined, Outcome, config_diff, unexpressed,
+from kvmrt.libvirt_sync.sync import (NotDefined, Outcome, SyncStatus, config_diff, unexpressed,
                                      update_from_domain)
 from kvmrt.validate import validate
 
@@ -130,19 +130,20 @@ def sync_from_libvirt(config: Config, vms: list, host: Host, domains: Domains, *
     for vm in vms:
         domain = domains.by_uuid(vm.uuid)
         if domain is None:
-            outcomes.append(Outcome(vm.label, "failed", messages=[str(NotDefined(vm))]))
+            outcomes.append(Outcome(vm.label, SyncStatus.FAILED, messages=[str(NotDefined(vm))]))
             continue
         try:
             new = take_domain(config, vm, domain, host, baseline)
         except KvmrtError as exc:
-            outcomes.append(Outcome(vm.label, "failed", messages=[str(exc)]))
+            outcomes.append(Outcome(vm.label, SyncStatus.FAILED, messages=[str(exc)]))
             continue
         notes = [f"{new.label}: {n}" for n in unexpressed(new, domain.xml, host.topology)]
         if new is vm:
-            outcomes.append(Outcome(vm.label, "in step", messages=notes))
+            outcomes.append(Outcome(vm.label, SyncStatus.IN_STEP, messages=notes))
             continue
         diff = config_diff(vm, new, config.path)
-        outcomes.append(Outcome(vm.label, "out of step" if query else "updated", diff, notes))
+        status = SyncStatus.OUT_OF_STEP if query else SyncStatus.UPDATED
+        outcomes.append(Outcome(vm.label, status, diff, notes))
         if not query:
             _replace(config, vm, new)
     return outcomes

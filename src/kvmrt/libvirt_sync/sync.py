@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from kvmrt.config.file import format_config
 from kvmrt.config.model import AUTO, VmConfig
@@ -231,13 +232,21 @@ def config_diff(before: VmConfig, after: VmConfig, path: str | None) -> str:
         f"{label}: {before.label}", f"libvirt: {after.label}"))
 
 
+class SyncStatus(StrEnum):
+    """Where one VM's config and domain XML stand (the word printed)."""
+
+    IN_STEP = "in step"
+    OUT_OF_STEP = "out of step"     # with -q: nothing was changed
+    UPDATED = "updated"
+    FAILED = "failed"
+
+
 @dataclass
 class Outcome:
-    """What happened to one VM: ``in step``, ``out of step`` (with -q),
-    ``updated`` or ``failed``; ``diff`` shows the change."""
+    """What happened to one VM; ``diff`` shows the change."""
 
     vm: str
-    status: str
+    status: SyncStatus
     diff: str = ""
     messages: list[str] = field(default_factory=list)
 
@@ -251,14 +260,15 @@ def sync_to_libvirt(vms: list[VmConfig], topology: Topology, domains: Domains, *
         try:
             change = plan_to_libvirt(vm, topology, domains)
             if change.in_step:
-                outcomes.append(Outcome(vm.label, "in step"))
+                outcomes.append(Outcome(vm.label, SyncStatus.IN_STEP))
             elif query:
-                outcomes.append(Outcome(vm.label, "out of step", change.diff(),
+                outcomes.append(Outcome(vm.label, SyncStatus.OUT_OF_STEP, change.diff(),
                                         tuning_removed(change, done=False)))
             else:
                 removed = tuning_removed(change, done=True)
                 warnings = apply_change(change, domains)
-                outcomes.append(Outcome(vm.label, "updated", change.diff(), removed + warnings))
+                outcomes.append(Outcome(vm.label, SyncStatus.UPDATED, change.diff(),
+                                        removed + warnings))
         except KvmrtError as exc:
-            outcomes.append(Outcome(vm.label, "failed", messages=[str(exc)]))
+            outcomes.append(Outcome(vm.label, SyncStatus.FAILED, messages=[str(exc)]))
     return outcomes

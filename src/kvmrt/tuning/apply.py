@@ -5,20 +5,21 @@ first write. Every write is read back. Expected refusals are outcomes, not
 failures: a thread that vanished, a thread the kernel binds to its CPU, a
 managed IRQ, a CPU the kernel will not take offline. They are reported and
 the rest goes on.
+
+Each action is written by its setting (:mod:`kvmrt.tuning.settings`); a
+kind whose writes depend on each other (cgroup cpusets: a child within its
+parent) is written as one batch, after the others.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from kvmrt.sets import format_ids
 from kvmrt.errors import (HostWriteError, IrqRefused, NotMovable, OfflineRefused,
                           TaskVanished)
-from kvmrt.host import cgroups, cpuctl, irqs, tasks
 from kvmrt.host.fs import HostFS
 from kvmrt.tuning.journal import Journal
-from kvmrt.tuning.model import Action, Snapshot
+from kvmrt.tuning.model import Action, Setting, Value
 
 
 @dataclass
@@ -30,31 +31,26 @@ class Applied:
     unchanged: set[str] = field(default_factory=set)   # keys refused or failed
 
 
-def apply(fs: HostFS, snapshot: Snapshot, actions: list[Action], journal: Journal,
-          baseline: dict[str, Any]) -> Applied:
+def apply(fs: HostFS, actions: list[Action], journal: Journal,
+          baseline: dict[str, Value]) -> Applied:
     journal.record_old(actions, baseline)
     result = Applied()
-    writer = _Writer(fs, snapshot)
-    cpusets = {a.key.split(":", 1)[1]: a.new for a in actions
-               if a.kind == "cpuset" and not a.record_only}
-    for action in actions:
-        if action.record_only or action.kind == "cpuset":
-            continue
-        _one(writer, action, journal, result)
-    if cpusets:
-        try:
-            cgroups.restore_cpusets(fs, cpusets)
-            result.done += [a for a in actions if a.kind == "cpuset" and not a.record_only]
-        except HostWriteError as exc:
-            result.failed.append(f"cpusets: {exc}")
-            result.unchanged |= {f"cpuset:{g}" for g in cpusets}
+    written = [a for a in actions if not a.record_only]
+    batches: dict[type[Setting], list[Action]] = {}
+    for action in written:
+        if action.setting.batch is None:
+            _one(fs, action, journal, result)
+        else:
+            batches.setdefault(type(action.setting), []).append(action)
+    for kind, batch in batches.items():
+        _batch(fs, kind, batch, result)
     result.done += [a for a in actions if a.record_only]
     return result
 
 
-def _one(writer: "_Writer", action: Action, journal: Journal, result: Applied) -> None:
+def _one(fs: HostFS, action: Action, journal: Journal, result: Applied) -> None:
     try:
-        writer.write(action)
+        action.setting.write(fs, action.new)
         result.done.append(action)
     except TaskVanished:
         result.vanished.append(action.key)
@@ -67,34 +63,10 @@ def _one(writer: "_Writer", action: Action, journal: Journal, result: Applied) -
         result.unchanged.add(action.key)
 
 
-class _Writer:
-    """One write per action kind, each read back."""
-
-    def __init__(self, fs: HostFS, snapshot: Snapshot) -> None:
-        self.fs = fs
-        self.tasks = {f"task:{t.tid}:{t.starttime}": t for t in snapshot.tasks}
-
-    def write(self, a: Action) -> None:
-        getattr(self, "_" + a.kind.replace("-", "_"))(a)
-
-    def _cpu_online(self, a: Action) -> None:
-        cpuctl.set_online(self.fs, int(a.key.split(":")[1]), a.new)
-
-    def _task_affinity(self, a: Action) -> None:
-        task = self.tasks[a.key]
-        tasks.set_affinity(self.fs, task, a.new)
-        now = tasks.read_task(self.fs, task.pid, task.tid).affinity
-        if now != a.new:
-            raise HostWriteError(f"thread {task.tid}", f"affinity reads back as "
-                                 f"{format_ids(now)}, not {format_ids(a.new)}")
-
-    def _irq_affinity(self, a: Action) -> None:
-        # The effective affinity may follow only at the IRQ's next interrupt
-        # on hosts without interrupt remapping; kvmrt-stat checks it.
-        irqs.set_irq_affinity(self.fs, int(a.key.split(":")[1]), a.new)
-
-    def _default_affinity(self, a: Action) -> None:
-        irqs.write_default_affinity(self.fs, a.new)
-
-    def _workqueue(self, a: Action) -> None:
-        irqs.write_workqueue_mask(self.fs, a.new)
+def _batch(fs: HostFS, kind: type[Setting], actions: list[Action], result: Applied) -> None:
+    try:
+        kind.write_batch(fs, {a.setting: a.new for a in actions})
+        result.done += actions
+    except HostWriteError as exc:
+        result.failed.append(f"{kind.batch}: {exc}")
+        result.unchanged |= {a.key for a in actions}

@@ -122,7 +122,7 @@ def _run(fs, journal: Journal, state: JournalState, before, after, *, restore: b
              refused=frozenset(state.refused))
     if dry_run:
         return Result(actions=p.actions, notes=p.notes)
-    done: Applied = apply(fs, snapshot, p.actions, journal, state.baseline)
+    done: Applied = apply(fs, p.actions, journal, state.baseline)
     settled = [k for k in p.settled if k not in done.unchanged] + done.vanished
     journal.settle(sorted(set(settled)))
     return Result(actions=done.done, notes=p.notes, refused=done.refused, failed=done.failed)

@@ -47,29 +47,11 @@ the kernel could not keep the offline siblings in it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from kvmrt.sets import format_ids
-from kvmrt.tuning.model import Action, Snapshot, TunedVm
-
-ORDER = ["cpu-online", "cpuset", "task-affinity", "irq-affinity", "default-affinity",
-         "workqueue"]
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """What the tuned rt VMs together ask of the host."""
-
-    shielded: frozenset[int] = frozenset()
-    offline: frozenset[int] = frozenset()
-    irq_cpu_of: dict = field(default_factory=dict)   # PCI address text -> CPU
-
-    @classmethod
-    def of(cls, vms: list[TunedVm]) -> "Wanted":
-        return cls(
-            shielded=frozenset().union(*(v.shielded for v in vms)),
-            offline=frozenset().union(*(v.offline for v in vms)),
-            irq_cpu_of={a: v.irq_cpu for v in vms if v.irq_cpu is not None for a in v.pcidevs})
+from kvmrt.tuning.model import Action, Setting, Snapshot, TunedVm, Value, Wanted
+from kvmrt.tuning.settings import KINDS
 
 
 @dataclass
@@ -81,16 +63,17 @@ class Plan:
 
 @dataclass(frozen=True)
 class _Item:
-    kind: str
-    key: str
-    label: str
-    current: Any
-    target: Callable[[Any, Wanted], Any]
-    clipped: bool = False           # the kernel drops offline CPUs from it
-    follows_kernel: bool = False    # the kernel sets it (a threaded IRQ handler)
+    """A setting of the host with its current value."""
+
+    setting: Setting
+    current: Value
+
+    @property
+    def key(self) -> str:
+        return self.setting.key
 
 
-def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
+def plan(snapshot: Snapshot, baseline: dict[str, Value], before: list[TunedVm],
          after: list[TunedVm], *, restore: bool, refused: frozenset[str] = frozenset()) -> Plan:
     """Actions that take the host from ``before`` to ``after``.
 
@@ -102,22 +85,22 @@ def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
     (boot, repair) every key is brought to its target, which also repairs
     disturbed tuning.
     """
-    old, new = Wanted.of(before), Wanted.of(after)
+    old, new = Wanted.of(before, snapshot.all_cpus), Wanted.of(after, snapshot.all_cpus)
     released = [v for v in before if v.uuid not in {a.uuid for a in after}]
     online_after = frozenset(c for c, on in snapshot.online.items() if on) - new.offline
     result = Plan(notes=_notes(snapshot, new))
-    for item in _items(snapshot, new):
+    for item in _items(snapshot):
         if restore and item.key not in baseline:
             continue
         base = baseline.get(item.key, item.current)
-        target = item.target(base, new)
+        target = item.setting.target(base, new)
         # No tuned VM needs anything of this key, and it can hold its baseline.
         done = target == base and not _clipped(item, target, new.offline)
         if restore and item.key in refused and item.current == base:
             # The kernel refused kvmrt's write: never written, nothing to put
             # back. (Refused while being put back, it differs: try again.)
             target = item.current
-        elif restore and not item.follows_kernel and not _kvmrts(item, base, old, new):
+        elif restore and not item.setting.follows_kernel and not _kvmrts(item, base, old, new):
             target = _administrators(item, base, released, new, result.notes)
         action = _action(item, target, new.offline, online_after)
         if action is not None:
@@ -125,13 +108,12 @@ def plan(snapshot: Snapshot, baseline: dict[str, Any], before: list[TunedVm],
         wrote_base = action is not None and not action.record_only and action.new == base
         if item.key in baseline and done and (restore or item.current == base or wrote_base):
             result.settled.append(item.key)
-    present = {i.key for i in _items(snapshot, new)}
+    present = {i.key for i in _items(snapshot)}
     result.settled += [k for k in baseline if k not in present]   # vanished threads, IRQs
-    result.actions.sort(key=lambda a: ORDER.index(a.kind))
     return result
 
 
-def _action(item: _Item, target: Any, offline: frozenset[int],
+def _action(item: _Item, target: Value, offline: frozenset[int],
             online_after: frozenset[int]) -> Action | None:
     """The change to ``target``. A target with CPUs that stay offline
     cannot be written: the kernel itself clips a thread's affinity or a
@@ -141,29 +123,30 @@ def _action(item: _Item, target: Any, offline: frozenset[int],
         kept = (target - offline) or online_after
         if kept == item.current and not item.current & offline:
             return None
-        return Action(item.kind, item.key, item.label, item.current, kept, True)
+        return Action(item.setting, item.current, kept, record_only=True)
     if target == item.current:
         return None
     # The kernel narrows cpusets itself when CPUs go offline; widening them
     # back is kvmrt's job.
-    kernel_does_it = item.kind == "cpuset" and target < item.current
-    return Action(item.kind, item.key, item.label, item.current, target, kernel_does_it)
+    kernel_does_it = item.setting.kernel_narrows and target < item.current
+    return Action(item.setting, item.current, target, record_only=kernel_does_it)
 
 
-def _clipped(item: _Item, value: Any, offline: frozenset[int]) -> bool:
+def _clipped(item: _Item, value: Value, offline: frozenset[int]) -> bool:
     """Does the kernel drop CPUs of ``value`` because they stay offline?"""
-    return item.clipped and isinstance(value, frozenset) and bool(value & offline)
+    return item.setting.clipped and isinstance(value, frozenset) and bool(value & offline)
 
 
-def _kvmrts(item: _Item, base: Any, old: Wanted, new: Wanted) -> bool:
+def _kvmrts(item: _Item, base: Value, old: Wanted, new: Wanted) -> bool:
     """Is the current value what kvmrt set, its baseline or its target, as
     the kernel shows it after the CPUs kvmrt takes offline left it?"""
     gone = old.offline | new.offline
+    target = item.setting.target
     return any(_kernel_shows(item.current, value, gone)
-               for value in (item.target(base, old), item.target(base, new), base))
+               for value in (target(base, old), target(base, new), base))
 
 
-def _kernel_shows(current: Any, value: Any, gone: frozenset[int]) -> bool:
+def _kernel_shows(current: Value, value: Value, gone: frozenset[int]) -> bool:
     """Can the kernel show ``current`` for a ``value`` written while (or
     before) the CPUs in ``gone`` went offline? It drops offline CPUs from
     affinities and cpusets, clips writes to the online CPUs, and when
@@ -177,8 +160,8 @@ def _kernel_shows(current: Any, value: Any, gone: frozenset[int]) -> bool:
     return bool(current) and current <= value and value - current <= gone
 
 
-def _administrators(item: _Item, base: Any, released: list[TunedVm], new: Wanted,
-                    notes: list[str]) -> Any:
+def _administrators(item: _Item, base: Value, released: list[TunedVm], new: Wanted,
+                    notes: list[str]) -> Value:
     """An administrator's value: kept, and reported. If it reaches into a
     released VM's CPUs, the siblings kvmrt took offline for that VM (and
     that the baseline had) are given back: they could not be in it."""
@@ -188,59 +171,20 @@ def _administrators(item: _Item, base: Any, released: list[TunedVm], new: Wanted
         for vm in released:
             if current & vm.shielded:
                 back |= (base & vm.offline) - new.offline - current
-    given = (f"kept, with CPUs {_fmt(back)} given back (they were offline when it was set)"
+    show = item.setting.show
+    given = (f"kept, with CPUs {show(back)} given back (they were offline when it was set)"
              if back else "left as it is")
-    notes.append(f"{item.label} was changed since kvmrt set it (now {_fmt(current)}); {given}")
+    notes.append(f"{item.setting.label} was changed since kvmrt set it (now {show(current)}); "
+                 f"{given}")
     return current | back if back else current
 
 
-def _items(s: Snapshot, wanted: Wanted) -> Iterator[_Item]:
-    host = s.all_cpus - wanted.shielded - wanted.offline
-    for cpu in sorted(s.online):
-        yield _Item("cpu-online", f"cpu:{cpu}", f"CPU {cpu}", s.online[cpu],
-                    lambda base, w, c=cpu: False if c in w.offline else base)
-    for group, cpus in sorted(s.cpusets.items()):
-        yield _Item("cpuset", f"cpuset:{group}", f"cpuset /{group}", cpus,
-                    lambda base, w: (base - w.offline) or base, clipped=True)
-    for t in s.tasks:
-        if t.pid not in s.protected_pids and not t.pinned:
-            yield _Item("task-affinity", f"task:{t.tid}:{t.starttime}",
-                        f"thread {t.tid} ({t.comm})", t.affinity,
-                        _task_target(s.all_cpus, kernel=t.kernel), clipped=True,
-                        follows_kernel=t.irq_thread is not None)
-    vfio = {irq: str(a) for a, irqs in s.vfio.items() for irq in irqs}
-    for irq in s.irqs:
-        yield _Item("irq-affinity", f"irq:{irq.number}", f"IRQ {irq.number} ({irq.name})",
-                    irq.affinity, _irq_target(vfio.get(irq.number), host))
-    yield _Item("default-affinity", "irq-default", "default IRQ affinity",
-                s.default_affinity, lambda base, w: (base - w.shielded) or host)
-    if s.workqueue is not None:
-        yield _Item("workqueue", "workqueue", "workqueue cpumask", s.workqueue,
-                    lambda base, w: (base - w.shielded) or host)
-
-
-def _task_target(all_cpus: frozenset[int], *, kernel: bool):
-    """A thread loses the shielded CPUs. One allowed only on shielded CPUs
-    moves to the host's CPUs if it is a movable kernel thread (a node's
-    kswapd/kcompactd, a threaded IRQ handler that follows its IRQ), and is
-    left alone if it is a user thread (its owner pinned it there)."""
-    def target(base: frozenset[int], w: Wanted) -> frozenset[int]:
-        if base - w.shielded:
-            return base - w.shielded
-        if kernel and w.shielded:
-            return (all_cpus - w.shielded - w.offline) or base
-        return base
-
-    return target
-
-
-def _irq_target(device: str | None, host: frozenset[int]):
-    def target(base: frozenset[int], w: Wanted) -> frozenset[int]:
-        if device is not None and device in w.irq_cpu_of:
-            return frozenset({w.irq_cpu_of[device]})
-        return (base - w.shielded) or host
-
-    return target
+def _items(s: Snapshot) -> Iterator[_Item]:
+    """Every setting of the host, kind by kind in the order of :data:`KINDS`
+    (the order in which the actions are written)."""
+    for kind in KINDS:
+        for setting, current in kind.present(s):
+            yield _Item(setting, current)
 
 
 def _notes(s: Snapshot, wanted: Wanted) -> list[str]:
@@ -259,9 +203,3 @@ def _notes(s: Snapshot, wanted: Wanted) -> list[str]:
         notes.append(f"thread {t.tid} ({t.comm}) may only run on shielded CPUs "
                      f"{format_ids(t.affinity)}; left as it is")
     return notes
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, frozenset):
-        return format_ids(value) or "(none)"
-    return str(value)

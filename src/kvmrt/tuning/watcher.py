@@ -28,6 +28,7 @@ from kvmrt.host.fs import HostFS
 from kvmrt.lockfile import LockBusy
 from kvmrt.tuning.journal import Journal, JournalState
 from kvmrt.tuning.model import Action
+from kvmrt.tuning.settings import IrqAffinity
 
 INTERVAL = 0.5
 WATCHER_LOCK = "watcher.lock"
@@ -70,13 +71,12 @@ def _stray(fs: HostFS, wanted: dict[PciAddress, int]) -> list[tuple[irqs.Irq, in
 
 
 def _bind(fs: HostFS, journal: Journal, baseline: dict, irq: irqs.Irq, cpu: int) -> int:
-    key = f"irq:{irq.number}"
-    journal.record_old([Action("irq-affinity", key, f"IRQ {irq.number} ({irq.name})",
-                               irq.affinity, frozenset({cpu}))], baseline)
+    setting = IrqAffinity(irq.number, irq.name)
+    journal.record_old([Action(setting, irq.affinity, frozenset({cpu}))], baseline)
     try:
-        irqs.set_irq_affinity(fs, irq.number, frozenset({cpu}))
+        setting.write(fs, frozenset({cpu}))
     except KvmrtError as exc:
-        journal.refused(key, str(exc))
+        journal.refused(setting.key, str(exc))
         return 0
     return 1
 

@@ -1,0 +1,2 @@
+"""Guest services: guest applications log and mark events in host time
+over a virtio-serial channel (kvmrt-gs(1), kvmrt-gs(7))."""

@@ -1,0 +1,67 @@
+"""``--help`` and argument errors of every tool start without libvirt, lxml,
+the host readers or the tuning code (issue 14): a command module imports
+those where its body uses them, so that a mistyped option is answered
+about as fast as Python starts.
+
+Each case runs in a fresh interpreter, as the console script does, and
+reads ``sys.modules`` after click has answered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+# What only a command body may import (prefixes: libvirtmod, kvmrt.hostcheck):
+# also the config parser, whose regular expressions and tempfile cost as much
+# as click itself.
+HEAVY = ("libvirt", "lxml", "kvmrt.tuning", "kvmrt.host", "kvmrt.libvirt_sync",
+         "kvmrt.config.file", "kvmrt.config.inifile", "kvmrt.config.model")
+
+TOOLS = sorted((ep.name, ep.value) for ep in entry_points(group="console_scripts")
+               if ep.value.startswith("kvmrt.commands."))
+
+PROBE = """
+import json, sys
+from {module} import {function} as main
+try:
+    main({argv!r}, prog_name={tool!r})
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in sys.modules if m.startswith({heavy!r}))
+print(json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
+"""
+
+
+def _probe(tool: str, target: str, argv: list[str]) -> tuple[str, dict]:
+    module, function = target.split(":")
+    code = PROBE.format(module=module, function=function, argv=argv, tool=tool,
+                        heavy=HEAVY)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    *shown, last = proc.stderr.splitlines()
+    return proc.stdout + "\n".join(shown), json.loads(last)
+
+
+def test_every_tool_is_covered():
+    assert len(TOOLS) == 10, TOOLS
+
+
+@pytest.mark.parametrize("tool,target", TOOLS, ids=[t for t, _ in TOOLS])
+def test_help_imports_no_heavy_module(tool, target):
+    out, found = _probe(tool, target, ["--help"])
+    assert found["code"] == 0
+    assert f"Usage: {tool} [OPTIONS]" in out
+    assert found["heavy"] == []
+
+
+@pytest.mark.parametrize("tool,target", TOOLS, ids=[t for t, _ in TOOLS])
+def test_argument_error_imports_no_heavy_module(tool, target):
+    out, found = _probe(tool, target, ["--no-such-option"])
+    assert found["code"] == 2
+    assert "Error: No such option '--no-such-option'" in out
+    assert found["heavy"] == []
