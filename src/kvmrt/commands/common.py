@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from typing import Any, Callable
 
@@ -94,7 +95,16 @@ def require_root() -> None:
 
 
 def load(path: str | None) -> Config:
-    return load_config(path or DEFAULT_PATH)
+    """The config at ``path`` (default /etc/kvmrt.cfg); a missing one is
+    reported with what makes one."""
+    target = path or DEFAULT_PATH
+    if path is not None and not os.path.lexists(path):
+        fail(f"{path}: no such file (a mistyped -f path?); to create it from libvirt's "
+             f"domains: kvmrt-import -f {shlex.quote(path)}")
+    if not os.path.lexists(target):
+        fail(f"{target}: no such file; create it from libvirt's domains with kvmrt-import "
+             "(or write it with kvmrt-edit-config)")
+    return load_config(target)
 
 
 def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
@@ -183,10 +193,10 @@ def print_recovery(result: Any, *, what: str = "") -> None:
         click.echo(f"warning: {line}", err=True)
 
 
-def print_restored(result: Any) -> None:
+def print_restored(result: Any, *, verbose: bool = False) -> None:
     if result.actions:
         click.echo("host: restored")
-        print_actions(result.actions, verbose=False)
+        print_actions(result.actions, verbose=verbose)
     for line in result.notes + result.refused + result.failed:
         click.echo(f"  note: {line}")
 
