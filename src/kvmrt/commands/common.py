@@ -56,7 +56,8 @@ file_option = click.option(
     help=f"Config file (default {DEFAULT_PATH}).")
 all_option = click.option(
     "--all", "include_disabled", is_flag=True, help="Include disabled VMs.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON instead of text (its keys: see the man page).")
 connect_option = click.option(
     "-c", "--connect", "uri", default=None, metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
