@@ -45,6 +45,14 @@ from kvmrt.tuning.model import Action, TunedVm
 Say = Callable[[str], None]
 
 
+def quiet(_line: str) -> None:
+    """A progress callback that shows nothing."""
+
+
+# While a shutdown waits, a line naming the VMs still running, this often (seconds).
+WAITING_EVERY = 10.0
+
+
 class RunStatus(StrEnum):
     """What became of one VM (the word kvmrt-boot and kvmrt-shutdown print)."""
 
@@ -123,7 +131,8 @@ def exit_status(results: list[VmResult]) -> int:
 
 
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
-            dry_run: bool) -> VmResult:
+            dry_run: bool, progress: Say = quiet) -> VmResult:
+    """Boot (or retune) one VM; ``progress`` hears each step as it begins."""
     p = place(vm, topology)
     state = domains.state(vm.uuid)
     running = state in RUNNING
@@ -133,9 +142,10 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
         return result
     try:
         if vm.rt:
+            progress(f"{vm.name}: tuning the host")
             _collect(result, engine.tune(fs, TunedVm.of(p), dry_run=dry_run))
         _sync_and_start(domains, p, topology, running=running, dry_run=dry_run,
-                        result=result)
+                        result=result, progress=progress)
     except KvmrtError as exc:
         result.status, result.error = RunStatus.FAILED, str(exc)
         if vm.rt and not dry_run and not running:   # a running VM keeps its tuning
@@ -144,13 +154,16 @@ def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
     if dry_run:
         result.status = RunStatus.WOULD_RETUNE if running else RunStatus.WOULD_START
     else:
+        if p.cpuset:
+            progress(f"{vm.name}: checking the pinning of its threads")
         result.notes += check_pinning(fs, p)
     return result
 
 
 def _sync_and_start(domains: Domains, p: Placement, topology: Topology, *, running: bool,
-                    dry_run: bool, result: VmResult) -> None:
+                    dry_run: bool, result: VmResult, progress: Say) -> None:
     """Write the domain XML; start the domain, or pin a running one live."""
+    progress(f"{p.vm.name}: syncing the domain XML")
     (synced,) = sync_to_libvirt([p.vm], topology, domains, query=dry_run)
     if synced.status is SyncStatus.FAILED:
         raise KvmrtError("; ".join(synced.messages))
@@ -158,8 +171,10 @@ def _sync_and_start(domains: Domains, p: Placement, topology: Topology, *, runni
     if dry_run:
         return
     if not running:
+        progress(f"{p.vm.name}: starting the domain")
         domains.start(p.vm.uuid)
         return
+    progress(f"{p.vm.name}: pinning its running threads")
     try:
         domains.pin_live(p.vm.uuid, p.vcpu_cpus, p.emulator_cpus)
     except KvmrtError as exc:
@@ -240,15 +255,13 @@ def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
             domains.shutdown(vm.uuid)
         except KvmrtError as exc:   # a crashed or suspended guest: --force powers it off
             say(f"{vm.name}: {exc}")
-    deadline = time.monotonic() + timeout
+    _wait(domains, vms, timeout=timeout, say=say)
     pending = {vm.uuid: VmResult(vm.name, RunStatus.STOPPED) for vm in vms}
-    while any(domains.state(u) != "shut off" for u in pending) and time.monotonic() < deadline:
-        time.sleep(0.2)
     for vm in vms:
         r = pending[vm.uuid]
         if domains.state(vm.uuid) == "shut off":
-            say(f"{vm.name}: stopped")
-        elif force:
+            continue   # _wait said so
+        if force:
             domains.destroy(vm.uuid)
             r.status = RunStatus.POWERED_OFF
             say(f"{vm.name}: did not stop within {timeout:g} s; powered off")
@@ -256,6 +269,26 @@ def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,
             r.status = RunStatus.FAILED
             r.error = f"did not stop within {timeout:g} s (use --force to power it off)"
     return [pending[vm.uuid] for vm in vms]
+
+
+def _wait(domains: Domains, vms: list[VmConfig], *, timeout: float, say: Say) -> None:
+    """Wait up to ``timeout`` for ``vms`` to shut off; say each VM as it
+    stops, and every :data:`WAITING_EVERY` seconds which ones still run."""
+    start = time.monotonic()
+    waiting = list(vms)
+    next_line = start
+    while waiting:
+        for vm in [vm for vm in waiting if domains.state(vm.uuid) == "shut off"]:
+            waiting.remove(vm)
+            say(f"{vm.name}: stopped")
+        now = time.monotonic()
+        if not waiting or now - start >= timeout:
+            return
+        if now >= next_line:
+            say(f"waiting for {', '.join(vm.name for vm in waiting)} to stop "
+                f"({now - start:.0f} of {timeout:g} s)")
+            next_line = now + WAITING_EVERY
+        time.sleep(0.2)
 
 
 def _collect(result: VmResult, tuned: engine.Result) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -60,7 +61,8 @@ file_option = click.option(
     help=f"Config file (default {DEFAULT_PATH}).")
 all_option = click.option(
     "--all", "include_disabled", is_flag=True, help="Include disabled VMs.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON instead of text (its keys: see the man page).")
 connect_option = click.option(
     "-c", "--connect", "uri", default=None, metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
@@ -101,9 +103,18 @@ def require_root() -> None:
 
 
 def load(path: str | None) -> Config:
+    """The config at ``path`` (default /etc/kvmrt.cfg); a missing one is
+    reported with what makes one."""
+    target = path or DEFAULT_PATH
+    if path is not None and not os.path.lexists(path):
+        fail(f"{path}: no such file (a mistyped -f path?); to create it from libvirt's "
+             f"domains: kvmrt-import -f {shlex.quote(path)}")
+    if not os.path.lexists(target):
+        fail(f"{target}: no such file; create it from libvirt's domains with kvmrt-import "
+             "(or write it with kvmrt-edit-config)")
     from kvmrt.config.file import load_config
 
-    return load_config(path or DEFAULT_PATH)
+    return load_config(target)
 
 
 def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
@@ -168,10 +179,10 @@ def print_recovery(result: Any, *, what: str = "") -> None:
         click.echo(f"warning: {line}", err=True)
 
 
-def print_restored(result: Any) -> None:
+def print_restored(result: Any, *, verbose: bool = False) -> None:
     if result.actions:
         click.echo("host: restored")
-        print_actions(result.actions, verbose=False)
+        print_actions(result.actions, verbose=verbose)
     for line in result.notes + result.refused + result.failed:
         click.echo(f"  note: {line}")
 
