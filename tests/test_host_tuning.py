@@ -282,6 +282,18 @@ def test_parse_interrupts_with_fewer_counts_than_cpus() -> None:
     assert irqs.parse_interrupts(INTERRUPTS)[13] == "rtc0", "a second text is parsed anew"
 
 
+def test_interrupt_counts_per_line_and_online_cpu() -> None:
+    """The counts the dashboard's rates come from, read by the same reader
+    as the actions: the header names the CPUs (an offline one is absent)."""
+    text = INTERRUPTS.replace("            CPU0       CPU1", "            CPU0       CPU2")
+    cpus, counts = irqs.interrupt_counts(text)
+    assert cpus == [0, 2]
+    assert counts["0"] == [44, 0] and counts["36"] == [0, 2105606]
+    assert counts["121"] == [1234567890, 1234567890]
+    assert counts["NMI"] == [0, 0] and counts["ERR"] == [0]
+    assert irqs.interrupt_counts("") == ([], {})
+
+
 # == CPU hotplug on fixture hosts ===============================================
 def test_set_online_writes_and_reads_back(threadripper: Path) -> None:
     fs = HostFS(threadripper)

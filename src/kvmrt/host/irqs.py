@@ -22,6 +22,7 @@ What the kernel does that matters here:
 from __future__ import annotations
 
 import errno
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -70,13 +71,38 @@ _last: list = [None, {}]
 
 def _parse_interrupts(text: str) -> dict[int, str]:
     lines = text.splitlines()
-    ncpus = len(lines[0].split()) if lines and _irq_number(lines[0]) is None else 0
+    ncpus = len(_header_cpus(lines))
     names = {}
     for line in lines:
         number = _irq_number(line)
         if number is not None:
             names[number] = _actions(line.partition(":")[2], ncpus)
     return names
+
+
+def interrupt_counts(text: str) -> tuple[list[int], dict[str, list[int]]]:
+    """``/proc/interrupts`` as counts: the CPUs of its columns (the online
+    ones) and each line's count per CPU, by the line's name (``25``,
+    ``NMI``, ``LOC``...); a line with fewer counts (``ERR``) has those."""
+    lines = text.splitlines()
+    cpus = _header_cpus(lines)
+    counts = {}
+    for line in lines[1:]:
+        head, colon, rest = line.partition(":")
+        if not colon:
+            continue
+        fields = rest.split(None, len(cpus))[:len(cpus)]
+        numbers = list(itertools.takewhile(str.isdecimal, fields))
+        if numbers:
+            counts[head.strip()] = [int(n) for n in numbers]
+    return cpus, counts
+
+
+def _header_cpus(lines: list[str]) -> list[int]:
+    """The CPU ids of the header line (``CPU0 CPU1 ...``), [] without one."""
+    if not lines or _irq_number(lines[0]) is not None:
+        return []
+    return [int(w[3:]) for w in lines[0].split() if w.startswith("CPU") and w[3:].isdecimal()]
 
 
 def _irq_number(line: str) -> int | None:
