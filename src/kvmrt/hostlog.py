@@ -20,13 +20,22 @@ import socket
 import sys
 import syslog
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from kvmrt.tuning.model import Action, summarize
 
 if TYPE_CHECKING:  # pragma: no cover
-    from kvmrt.lifecycle import VmResult
     from kvmrt.tuning import engine
+
+
+class Told(Protocol):
+    """One VM's result (a :class:`kvmrt.lifecycle.VmResult`; lifecycle
+    logs with this module, so it is not imported here)."""
+
+    name: str
+    status: str
+    actions: list[Action]
+    error: str | None
 
 DEV_LOG = "/dev/log"
 IDENT = "kvmrt"
@@ -75,7 +84,7 @@ class HostLog:
                 socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(message.encode(errors="replace"), self.address)
 
-    def vm(self, result: "VmResult") -> None:
+    def vm(self, result: Told) -> None:
         """``RedHawk: started; 184 host changes (threads 143, ...)``."""
         line = f"{result.name}: {result.status}; {changes(result.actions)}"
         if result.error:

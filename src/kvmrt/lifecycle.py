@@ -18,7 +18,12 @@ A VM *runs* while its QEMU process exists, whatever libvirt's word for it
 Which VMs a front end boots or shuts down (:func:`to_boot`,
 :func:`to_shut_down`), which block ``--clean`` (:func:`already_running`)
 and the exit status of a run (:func:`exit_status`) are decided here, so
-that every front end follows the same rules.
+that every front end follows the same rules. :func:`boot` and
+:func:`shutdown` are the whole of ``kvmrt-boot`` and ``kvmrt-shutdown``
+but for what they print: kvmrt-boot, kvmrt-shutdown and the dashboard
+(:mod:`kvmrt.api`) call them, and hear what happens as it happens
+through a :class:`Listener`. Every host change they make is told to the
+system log (:mod:`kvmrt.hostlog`), whoever calls them.
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from kvmrt.config.file import Config
 from kvmrt.config.model import VmConfig
 from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError
+from kvmrt.guestsvc import service as guestsvc
 from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
-from kvmrt.host.model import Topology
+from kvmrt.host.model import Host, Topology
+from kvmrt.host.procs import IRQBALANCE, pids_named
+from kvmrt.hostlog import HostLog
 from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.sync import NotDefined, SyncStatus, sync_to_libvirt
-from kvmrt.placement import Placement, place
-from kvmrt.tuning import engine
+from kvmrt.placement import Placement, place, place_all
+from kvmrt.tuning import engine, watcher
 from kvmrt.tuning.model import Action, TunedVm
+from kvmrt.validate import require_valid
 
 Say = Callable[[str], None]
 
@@ -128,6 +137,137 @@ def running_of(domains: Domains, vms: list[VmConfig]) -> list[VmConfig]:
 def exit_status(results: list[VmResult]) -> int:
     """1 when any VM failed, else 0."""
     return 1 if any(r.error for r in results) else 0
+
+
+class VmsRunning(KvmrtError):
+    """A clean boot found enabled VMs of the config running; nothing started."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"--clean: nothing started, because VMs of the config already run: "
+                         f"{', '.join(names)}; stop them first "
+                         f"(kvmrt-shutdown {' '.join(names)})")
+        self.names = names
+
+
+def irqbalance_warning(fs: HostFS, config: Config, topology: Topology) -> str | None:
+    """Why a running irqbalance undoes the shielding, and the line that
+    bans the CPUs the config's rt VMs own; None when it does not run."""
+    if not pids_named(fs, IRQBALANCE):
+        return None
+    placed = place_all((vm for vm in config.active() if vm.rt), topology)
+    banned = format_ids(frozenset().union(*(p.owned_cpus for p in placed)))
+    return ("irqbalance is running and will move IRQs back onto shielded CPUs; stop it "
+            "(systemctl disable --now irqbalance) or ban the real-time CPUs with this line "
+            "in /etc/default/irqbalance (/etc/sysconfig/irqbalance on RHEL), then restart "
+            f"it: IRQBALANCE_BANNED_CPULIST={banned}")
+
+
+# What the engine runs over a whole batch are called (Listener.batch).
+RECOVERED, SHIELDED, RESTORED = "recovered", "shielded new threads", "restored"
+
+
+class Listener:
+    """What a :func:`boot` or :func:`shutdown` tells as it goes; this base
+    hears nothing, a front end overrides what it shows."""
+
+    def step(self, line: str) -> None:
+        """A step of one VM begins or ends (``RedHawk: tuning the host``,
+        ``RedHawk: stopped``), or a shutdown waits."""
+
+    def warning(self, line: str) -> None:
+        """Something to act on: irqbalance runs, kvmrt-gsd did not start."""
+
+    def vm(self, result: VmResult) -> None:
+        """One VM's result, as soon as it is known."""
+
+    def batch(self, what: str, result: engine.Result) -> None:
+        """An engine run over the whole batch: :data:`RECOVERED`,
+        :data:`SHIELDED` or :data:`RESTORED`."""
+
+
+class _Logged(Listener):
+    """A listener that also tells the system log each host change."""
+
+    def __init__(self, listener: Listener, log: HostLog | None) -> None:
+        self.listener, self.log = listener, log
+        self.step, self.warning = listener.step, listener.warning
+
+    def vm(self, result: VmResult) -> None:
+        if self.log:
+            self.log.vm(result)
+        self.listener.vm(result)
+
+    def batch(self, what: str, result: engine.Result) -> None:
+        if self.log:
+            self.log.batch(what, result)
+        self.listener.batch(what, result)
+
+
+@dataclass
+class BootReport:
+    selected: list[str] = field(default_factory=list)       # VM names, config order
+    results: list[VmResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    recovered: engine.Result = field(default_factory=engine.Result)
+    shielded: engine.Result = field(default_factory=engine.Result)
+
+    @property
+    def failed(self) -> bool:
+        return exit_status(self.results) != 0
+
+
+def boot(fs: HostFS, open_domains: Callable[[], Domains], config: Config, host: Host,
+         names: tuple[str, ...] | list[str] = (), *, every: bool = False,
+         clean: bool = False, dry_run: bool = False, listener: Listener = Listener(),
+         log: HostLog | None = None) -> BootReport:
+    """``kvmrt-boot [--all] [--clean] [--dry-run] [VM]...``: the VMs of
+    :func:`to_boot`, in config order, after recovering what an interrupted
+    kvmrt left; then guest services, the shielding of new non-rt threads
+    and the vfio IRQ watcher. Raises DisabledVmNamed or ConfigHasErrors
+    before libvirt is asked anything (``open_domains`` is called after),
+    VmsRunning before any change. ``log``: the system log (default
+    :class:`HostLog`; a dry run tells it nothing)."""
+    names = tuple(names)
+    selected = to_boot(config, names, every=every)
+    require_valid(config, host, names=names)
+    domains = open_domains()
+    running = domains.running_uuids()
+    if clean and (busy := already_running(config, running)):
+        raise VmsRunning([vm.label for vm in busy])
+    tell = _Logged(listener, None if dry_run else log or HostLog())
+    report = BootReport(selected=[vm.name for vm in selected])
+    if not dry_run:
+        report.recovered = engine.recover(fs, running)
+        tell.batch(RECOVERED, report.recovered)
+    if any(vm.rt for vm in selected):
+        _warn(report, tell, [irqbalance_warning(fs, config, host.topology)])
+    if not dry_run:
+        guestsvc.prepare(selected)   # the channel sockets' directory, before QEMU starts
+    for vm in selected:
+        result = boot_vm(fs, domains, vm, host.topology, dry_run=dry_run,
+                         progress=quiet if dry_run else tell.step)
+        report.results.append(result)
+        tell.vm(result)
+    if not dry_run:
+        _warn(report, tell, guestsvc.start_for(config, config.path, domains.running_uuids()))
+        _after_boot(fs, selected, report, tell)
+    return report
+
+
+def _warn(report: BootReport, tell: Listener, lines: list[str | None]) -> None:
+    for line in filter(None, lines):
+        report.warnings.append(line)
+        tell.warning(line)
+
+
+def _after_boot(fs: HostFS, selected: list[VmConfig], report: BootReport,
+                tell: Listener) -> None:
+    if any(not vm.rt for vm in selected):
+        # A non-rt VM started beside tuned rt VMs runs everywhere at first.
+        report.shielded = engine.refresh(fs)
+        tell.batch(SHIELDED, report.shielded)
+    if any(vm.rt and vm.pcidevs for vm in selected):
+        watcher.start_background(fs)
 
 
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
@@ -242,6 +382,46 @@ def plan_shutdown(fs: HostFS, domains: Domains,
     ones of ``vms`` and the host settings that would be restored."""
     running = running_of(domains, vms)
     return running, engine.release(fs, [vm.uuid.lower() for vm in running], dry_run=True)
+
+
+@dataclass
+class ShutdownReport:
+    results: list[VmResult] = field(default_factory=list)
+    restored: engine.Result = field(default_factory=engine.Result)
+    recovered: engine.Result = field(default_factory=engine.Result)
+    would_stop: list[str] = field(default_factory=list)    # dry run: the running VMs
+    planned: list[Action] = field(default_factory=list)    # dry run: what would go back
+
+    @property
+    def failed(self) -> bool:
+        return exit_status(self.results) != 0
+
+
+def shutdown(fs: HostFS, domains: Domains, config: Config,
+             names: tuple[str, ...] | list[str] = (), *, include_disabled: bool = False,
+             force: bool = False, timeout: float = 120.0, sequential: bool = False,
+             dry_run: bool = False, listener: Listener = Listener(),
+             log: HostLog | None = None) -> ShutdownReport:
+    """``kvmrt-shutdown [--all] [-v] [--force] [--timeout S] [--dry-run]
+    [VM]...``: stop the running VMs of :func:`to_shut_down` (one after
+    another with ``sequential``), put back their host settings, stop guest
+    services nobody needs, recover what an interrupted kvmrt left. A dry
+    run only says which VMs run and what would be put back."""
+    selected = to_shut_down(config, tuple(names), include_disabled=include_disabled)
+    if dry_run:
+        running, planned = plan_shutdown(fs, domains, selected)
+        return ShutdownReport(would_stop=[vm.name for vm in running], planned=planned.actions)
+    tell = _Logged(listener, log or HostLog())
+    results, restored = shutdown_vms(fs, domains, selected, force=force, timeout=timeout,
+                                     sequential=sequential, say=tell.step)
+    for r in results:
+        tell.vm(r)
+    tell.batch(RESTORED, restored)
+    for note in guestsvc.stop_for(config, domains.running_uuids()):
+        tell.step(note)
+    recovered = engine.recover(fs, domains.running_uuids())
+    tell.batch(RECOVERED, recovered)
+    return ShutdownReport(results=results, restored=restored, recovered=recovered)
 
 
 def _stop(domains: Domains, vms: list[VmConfig], *, force: bool, timeout: float,

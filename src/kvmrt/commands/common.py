@@ -44,6 +44,7 @@ def command(fn: Callable) -> click.Command:
         except KvmrtError as exc:
             if debug:
                 raise
+            print_diagnostics(getattr(exc, "diagnostics", []))   # the lines that say why
             fail(str(exc))
 
     # One version for every tool, from the installed package's metadata.
@@ -115,16 +116,6 @@ def load(path: str | None) -> Config:
     from kvmrt.config.file import load_config
 
     return load_config(target)
-
-
-def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
-    """Print the config's validation errors and exit 1 if there are any."""
-    from kvmrt.validate import validate
-
-    errors = [d for d in validate(config, host, **selection) if d.is_error]
-    print_diagnostics(errors)
-    if errors:
-        fail(f"{config.path}: {len(errors)} error(s); fix them first (kvmrt-edit-config)")
 
 
 def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | None]:

@@ -1,9 +1,10 @@
-"""What kvmrt-boot and kvmrt-shutdown tell about their work, and to whom.
+"""What kvmrt-boot and kvmrt-shutdown tell about their work.
 
 Progress lines as each step begins (stdout; stderr with ``--json``, whose
-stdout is one JSON document), one result per VM, the engine runs of the
-whole batch (recovery, restoring), and the same facts as one line each in
-the system log (:mod:`kvmrt.hostlog`) for every change made to the host.
+stdout is one JSON document), warnings on stderr, one result per VM, the
+engine runs of the whole batch (recovery, restoring). The work itself,
+and the system log, are :func:`kvmrt.lifecycle.boot` and
+:func:`kvmrt.lifecycle.shutdown`; this is their listener for a terminal.
 
 The JSON document (``--json``)::
 
@@ -20,8 +21,7 @@ from typing import Any, Callable
 import click
 
 from kvmrt.commands import common
-from kvmrt.hostlog import HostLog
-from kvmrt.lifecycle import VmResult, exit_status
+from kvmrt.lifecycle import RECOVERED, RESTORED, SHIELDED, Listener, VmResult, exit_status
 from kvmrt.tuning import engine
 
 
@@ -35,36 +35,35 @@ def batch_json(what: str, result: engine.Result) -> dict[str, Any]:
             "notes": result.notes + result.refused, "failed": list(result.failed)}
 
 
-class Outcome:
-    """Collects and shows what a boot or a shutdown did. ``log``: the
-    system log, None for a dry run (which changes nothing)."""
+class Outcome(Listener):
+    """Shows a boot or a shutdown as it goes; ``verbose``: every host
+    change a batch restored, not their count."""
 
-    def __init__(self, *, as_json: bool, log: HostLog | None) -> None:
+    def __init__(self, *, as_json: bool, verbose: bool = False) -> None:
         self.as_json = as_json
-        self.log = log
         self.vms: list[VmResult] = []
         self.host: list[dict[str, Any]] = []
+        self.show: dict[str, Callable[[engine.Result], None]] = {
+            RECOVERED: common.print_recovery,
+            SHIELDED: lambda r: common.print_recovery(r, what="shielded the new VMs' threads:"),
+            RESTORED: lambda r: common.print_restored(r, verbose=verbose)}
 
-    def progress(self, line: str) -> None:
+    def step(self, line: str) -> None:
         click.echo(line, err=self.as_json)
 
-    def batch(self, what: str, result: engine.Result, show: Callable[[], None]) -> None:
-        """An engine run over the whole batch: ``show`` prints it for people."""
-        if self.log:
-            self.log.batch(what, result)
+    def warning(self, line: str) -> None:
+        click.echo(f"warning: {line}", err=True)
+
+    def vm(self, result: VmResult) -> None:
+        self.vms.append(result)
+
+    def batch(self, what: str, result: engine.Result) -> None:
         if not (result.actions or result.notes or result.refused or result.failed):
             return
         if self.as_json:
             self.host.append(batch_json(what, result))
         else:
-            show()
-
-    def record(self, r: VmResult) -> VmResult:
-        """One VM's result, told to the system log at once."""
-        self.vms.append(r)
-        if self.log:
-            self.log.vm(r)
-        return r
+            self.show[what](result)
 
     def finish(self, show: Callable[[list[VmResult]], None]) -> None:
         """The JSON document, or ``show(results)`` for people."""

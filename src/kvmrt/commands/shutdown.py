@@ -37,39 +37,27 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     change is logged to the system log (journalctl -t kvmrt).
     """
     from kvmrt.commands.outcome import Outcome
-    from kvmrt.guestsvc import service as guestsvc
     from kvmrt.host.fs import HostFS
-    from kvmrt.hostlog import HostLog
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
-    from kvmrt.lifecycle import plan_shutdown, shutdown_vms, to_shut_down
-    from kvmrt.tuning import engine
+    from kvmrt.lifecycle import shutdown
 
     if dry_run and as_json:
         # Seam: the --dry-run plan gets its JSON form with the plan's new type.
         common.fail("--json with --dry-run is not available yet; use --dry-run alone")
     if not dry_run:
         common.require_root()
-    config, fs = common.load(path), HostFS()
-    domains = Domains(connect(uri))
-    selected = to_shut_down(config, vms, include_disabled=include_disabled)
+    config = common.load(path)
+    out = Outcome(as_json=as_json, verbose=verbose)
+    report = shutdown(HostFS(), Domains(connect(uri)), config, vms,
+                      include_disabled=include_disabled, force=force, timeout=timeout,
+                      sequential=verbose, dry_run=dry_run, listener=out)
     if dry_run:
-        running, planned = plan_shutdown(fs, domains, selected)
-        click.echo("would shut down: " + (", ".join(vm.name for vm in running) or "nothing"))
-        common.print_actions(planned.actions, verbose=True)
+        click.echo("would shut down: " + (", ".join(report.would_stop) or "nothing"))
+        common.print_actions(report.planned, verbose=True)
         return
-    out = Outcome(as_json=as_json, log=HostLog())
-    results, restored = shutdown_vms(fs, domains, selected, force=force, timeout=timeout,
-                                     sequential=verbose, say=out.progress)
-    for r in results:
-        out.record(r)
-    out.batch("restored", restored, lambda: common.print_restored(restored, verbose=verbose))
-    for note in guestsvc.stop_for(config, domains.running_uuids()):
-        out.progress(note)
-    recovered = engine.recover(fs, domains.running_uuids())
-    out.batch("recovered", recovered, lambda: common.print_recovery(recovered))
     out.finish(_show_failures)
-    if not results and not as_json:
+    if not report.results and not as_json:
         click.echo("no VM of the config is running")
     sys.exit(out.exit_code)
 

@@ -66,9 +66,10 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.libvirt_sync.sync import sync_to_libvirt
+    from kvmrt.validate import require_valid
 
     config, host = common.load(path), common.host()
-    common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
+    require_valid(config, host, include_disabled=include_disabled, names=vms)
     selected = config.select(vms, include_disabled=include_disabled)
     domains = Domains(connect(uri, read_only=query))
     return sync_to_libvirt(selected, host.topology, domains, query=query)

@@ -133,12 +133,9 @@ class JobScreen(ModalScreen):
         say = lambda line: self.app.call_from_thread(self._say, line)  # noqa: E731
         try:
             ok = self.job.run(self.app.session, say)
-        except api.ConfigHasErrors as exc:
-            for d in exc.errors:
+        except KvmrtError as exc:   # a refused config or VM: the validator's lines first
+            for d in getattr(exc, "diagnostics", []):
                 say(d.format())
-            say(f"error: {exc}")
-            ok = False
-        except KvmrtError as exc:
             say(f"error: {exc}")
             ok = False
         except Exception as exc:      # never a traceback on the screen
