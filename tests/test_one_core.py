@@ -46,3 +46,17 @@ def test_config_errors_come_before_libvirt_is_asked(host, tmp_path):  # noqa: F8
     with pytest.raises(api.ConfigHasErrors) as exc:
         api.boot(session, load_config(str(cfg)), dry_run=True)
     assert exc.value.diagnostics[0].format() in proc.stderr
+
+
+def test_the_dashboards_shutdown_says_what_kvmrt_shutdown_says(host):  # noqa: F811
+    """After a boot tuned the host, the dashboard's 'Shutdown all' prints
+    the tool's lines: each VM as it stops, then 'host: restored' and the
+    count of what went back."""
+    from kvmrt.dashboard.jobs import Job
+
+    kvmrt(host, "kvmrt-boot", "RedHawk-8.4-RT")
+    lines: list[str] = []
+    assert Job("shutdown").run(session_of(host), lines.append)
+    assert lines[:2] == ["RedHawk-8.4-RT: shutting down", "RedHawk-8.4-RT: stopped"]
+    restored = lines.index("host: restored")
+    assert lines[restored + 1].startswith("  changed: CPUs online/offline 16, ")

@@ -22,7 +22,7 @@ host root of ``KVMRT_FSROOT``) and calls:
 - host views: :func:`host_cpus` (topology with CPUSET numbering and
   owners), :func:`cpu_states`, :func:`pci_devices`,
   :class:`InterruptSampler` (``/proc/interrupts`` deltas);
-- :func:`result_lines`, :func:`engine_lines`, :func:`outcome_lines`: the
+- :func:`result_lines`, :func:`batch_lines`, :func:`outcome_lines`: the
   lines the tools print for a result, so every front end says the same.
 
 :func:`change_refused` says why this process may not change anything
@@ -63,7 +63,7 @@ Say = Callable[[str], None]
 __all__ = [
     "ApplyReport", "BootReport", "ConfigChangedOnDisk", "ConfigHasErrors", "CpuInfo",
     "CpuState", "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
-    "apply_edit", "boot", "change_refused", "cpu_states", "engine_lines", "result_lines", "host_cpus", "import_into",
+    "apply_edit", "boot", "change_refused", "cpu_states", "batch_lines", "result_lines", "host_cpus", "import_into",
     "importable_domains", "leftover_warnings", "outcome_lines", "pci_devices", "resolved_cpuset",
     "retune", "shutdown", "SyncStatus", "sync_libvirt", "validate_text", "vm_statuses",
 ]
@@ -239,26 +239,10 @@ def is_running(state: str) -> bool:
     return state in RUNNING
 
 
-def result_lines(result: VmResult, *, verbose: bool = False) -> list[str]:
-    """A VM's result as kvmrt-boot and kvmrt-shutdown print it: one line,
-    its host changes (each, or summed up), then notes."""
-    from kvmrt.tuning.model import summarize
-
-    lines = [f"{result.name}: failed: {result.error}" if result.error
-             else f"{result.name}: {result.status}"]
-    if verbose:
-        lines += [f"  {a.describe()}" for a in result.actions]
-    elif result.actions:
-        lines.append(f"  changed: {summarize(result.actions)}")
-    return lines + [f"  note: {note}" for note in result.notes]
-
-
-def engine_lines(result: engine.Result, what: str) -> list[str]:
-    """What an engine run beside the VMs did (recovery, shielding, restore)."""
-    from kvmrt.tuning.model import summarize
-
-    lines = [f"{what} {summarize(result.actions)}"] if result.actions else []
-    return lines + [f"warning: {line}" for line in result.notes + result.refused + result.failed]
+# The lines kvmrt-boot and kvmrt-shutdown print, for every front end.
+result_lines = lifecycle.result_lines
+batch_lines = lifecycle.batch_lines
+action_lines = lifecycle.action_lines
 
 
 # -- the config: validate and apply (kvmrt-edit-config) -----------------------

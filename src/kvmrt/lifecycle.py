@@ -48,7 +48,7 @@ from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.sync import NotDefined, SyncStatus, sync_to_libvirt
 from kvmrt.placement import Placement, place, place_all
 from kvmrt.tuning import engine, watcher
-from kvmrt.tuning.model import Action, TunedVm
+from kvmrt.tuning.model import Action, TunedVm, summarize
 from kvmrt.validate import require_valid
 
 Say = Callable[[str], None]
@@ -183,6 +183,39 @@ class Listener:
     def batch(self, what: str, result: engine.Result) -> None:
         """An engine run over the whole batch: :data:`RECOVERED`,
         :data:`SHIELDED` or :data:`RESTORED`."""
+
+
+def action_lines(actions: list[Action], *, verbose: bool) -> list[str]:
+    """Host changes as the tools print them: each (``verbose``), or counted."""
+    if verbose:
+        return [f"  {a.describe()}" for a in actions]
+    return [f"  changed: {summarize(actions)}"] if actions else []
+
+
+def result_lines(result: VmResult, *, verbose: bool = False) -> list[str]:
+    """A VM's result as kvmrt-boot and kvmrt-shutdown print it: one line
+    (``RedHawk: started``, ``RedHawk: failed: ...``), its host changes,
+    then notes."""
+    head = (f"{result.name}: failed: {result.error}" if result.error
+            else f"{result.name}: {result.status}")
+    return ([head] + action_lines(result.actions, verbose=verbose)
+            + [f"  note: {note}" for note in result.notes])
+
+
+def batch_lines(what: str, result: engine.Result, *,
+                verbose: bool = False) -> tuple[list[str], list[str]]:
+    """An engine run over the batch as the tools print it: (lines,
+    warnings); nothing when it neither changed nor refused anything."""
+    problems = result.notes + result.refused + result.failed
+    if what == RESTORED:
+        head = ["host: restored"] + action_lines(result.actions, verbose=verbose)
+        return (head if result.actions else []) + [f"  note: {p}" for p in problems], []
+    if not result.actions:
+        return [], problems
+    if what == SHIELDED:
+        return [f"shielded the new VMs' threads: {summarize(result.actions)}"], problems
+    return [f"recovered: restored {len(result.actions)} settings left by an interrupted "
+            "kvmrt or a VM stopped without kvmrt-shutdown"], problems
 
 
 class _Logged(Listener):

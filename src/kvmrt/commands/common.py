@@ -144,50 +144,27 @@ def print_diagnostics(diagnostics: list) -> None:
         click.echo(d.format(), err=True)
 
 
-def summarize_actions(actions: list) -> str:
-    from kvmrt.tuning.model import summarize
-
-    return summarize(actions)
-
-
-def print_actions(actions: list, *, verbose: bool, indent: str = "  ") -> None:
-    if verbose:
-        for a in actions:
-            click.echo(f"{indent}{a.describe()}")
-    elif actions:
-        click.echo(f"{indent}changed: {summarize_actions(actions)}")
-
-
-def print_recovery(result: Any, *, what: str = "") -> None:
-    """What recovery after an interrupted kvmrt put back (or, with ``what``,
-    another engine run did)."""
-    if result.actions and what:
-        click.echo(f"{what} {summarize_actions(result.actions)}")
-    elif result.actions:
-        click.echo(f"recovered: restored {len(result.actions)} settings left by an "
-                   "interrupted kvmrt or a VM stopped without kvmrt-shutdown")
-    for line in result.notes + result.refused + result.failed:
-        click.echo(f"warning: {line}", err=True)
-
-
-def print_restored(result: Any, *, verbose: bool = False) -> None:
-    if result.actions:
-        click.echo("host: restored")
-        print_actions(result.actions, verbose=verbose)
-    for line in result.notes + result.refused + result.failed:
-        click.echo(f"  note: {line}")
-
-
 def print_results(results: list, *, verbose: bool) -> None:
-    """One line per VM, its host changes, then notes; errors on stderr."""
+    """One line per VM (a failure on stderr), its host changes, then notes
+    (:func:`kvmrt.lifecycle.result_lines`)."""
+    from kvmrt.lifecycle import result_lines
+
     for r in results:
-        if r.error:
-            click.echo(f"{r.name}: failed: {r.error}", err=True)
-        else:
-            click.echo(f"{r.name}: {r.status}")
-        print_actions(r.actions, verbose=verbose)
-        for note in r.notes:
-            click.echo(f"  note: {note}")
+        head, *rest = result_lines(r, verbose=verbose)
+        click.echo(head, err=bool(r.error))
+        for line in rest:
+            click.echo(line)
+
+
+def print_batch(what: str, result: Any, *, verbose: bool = False) -> None:
+    """An engine run over the batch (:func:`kvmrt.lifecycle.batch_lines`)."""
+    from kvmrt.lifecycle import batch_lines
+
+    lines, warnings = batch_lines(what, result, verbose=verbose)
+    for line in lines:
+        click.echo(line)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
 
 
 def host() -> Host:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import click
 
 from kvmrt.commands import common
-from kvmrt.lifecycle import RECOVERED, RESTORED, SHIELDED, Listener, VmResult, exit_status
+from kvmrt.lifecycle import Listener, VmResult, exit_status
 from kvmrt.tuning import engine
 
 
@@ -43,10 +43,7 @@ class Outcome(Listener):
         self.as_json = as_json
         self.vms: list[VmResult] = []
         self.host: list[dict[str, Any]] = []
-        self.show: dict[str, Callable[[engine.Result], None]] = {
-            RECOVERED: common.print_recovery,
-            SHIELDED: lambda r: common.print_recovery(r, what="shielded the new VMs' threads:"),
-            RESTORED: lambda r: common.print_restored(r, verbose=verbose)}
+        self.verbose = verbose
 
     def step(self, line: str) -> None:
         click.echo(line, err=self.as_json)
@@ -63,7 +60,7 @@ class Outcome(Listener):
         if self.as_json:
             self.host.append(batch_json(what, result))
         else:
-            self.show[what](result)
+            common.print_batch(what, result, verbose=self.verbose)
 
     def finish(self, show: Callable[[list[VmResult]], None]) -> None:
         """The JSON document, or ``show(results)`` for people."""

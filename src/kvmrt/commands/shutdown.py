@@ -54,7 +54,10 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
                       sequential=verbose, dry_run=dry_run, listener=out)
     if dry_run:
         click.echo("would shut down: " + (", ".join(report.would_stop) or "nothing"))
-        common.print_actions(report.planned, verbose=True)
+        from kvmrt.lifecycle import action_lines
+
+        for line in action_lines(report.planned, verbose=True):
+            click.echo(line)
         return
     out.finish(_show_failures)
     if not report.results and not as_json:
