@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from kvmrt.config.sets import IdSet, format_ids
+from kvmrt.sets import IdSet, format_ids
 
 CPU = "sys/devices/system/cpu"
 NODE = "sys/devices/system/node"

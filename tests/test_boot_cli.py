@@ -14,16 +14,18 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 import hostgen
 from kvmrt.config.file import load_config
-from kvmrt.config.sets import IdSet
+from kvmrt.sets import IdSet
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import read_task, set_affinity
 from kvmrt.placement import place
+from test_libvirt_e2e import libvirtd, sh  # noqa: F401  (a fixture)
 from test_tuning import changed, tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +143,9 @@ def test_boot_refuses_an_invalid_config(host, tmp_path):
     assert changed(before, tree(host)) == []
 
 
-def test_a_vm_that_fails_to_start_gets_its_changes_undone(host, tmp_path):
+def test_an_undefined_vm_fails_before_any_host_change(host, tmp_path):
+    """ghost has no libvirt domain: boot says so before tuning the host for
+    it; the VM named before it stays tuned."""
     cfg = tmp_path / "two.cfg"
     cfg.write_text(EXAMPLE.read_text() + "\n[00000000-0000-4000-8000-00000000dead]\n"
                    "name = ghost\ncpuset = n3\nrt = True\nnr_vcpus = auto\n")
@@ -151,10 +155,47 @@ def test_a_vm_that_fails_to_start_gets_its_changes_undone(host, tmp_path):
     assert proc.returncode == 1
     assert "RedHawk-8.4-RT: retuned" in proc.stdout
     assert "ghost: failed: no libvirt domain has UUID" in proc.stderr
+    assert "ghost" not in proc.stdout     # no host change listed for it
+
     def online(cpu: int) -> str:
         return (host / f"sys/devices/system/cpu/cpu{cpu}/online").read_text()
 
     assert online(40) == "0\n"            # RedHawk-8.4-RT stays tuned
-    assert online(56) == "1\n"            # ghost's sibling came back
+    assert online(56) == "1\n"            # ghost's sibling was never touched
     nvme = IdSet.parse((host / "proc/irq/29/smp_affinity_list").read_text())
     assert set(range(24, 32)) <= nvme and not set(range(8, 24)) & nvme
+
+
+@pytest.fixture
+def unbootable(libvirtd, tmp_path):
+    """A throwaway domain of the real libvirtd whose kernel does not exist:
+    libvirtd defines it and refuses to start it; undefined afterwards."""
+    name, uid = f"kvmrt-test-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(
+        f"<domain type='{'kvm' if os.path.exists('/dev/kvm') else 'qemu'}'><name>{name}</name>"
+        f"<uuid>{uid}</uuid><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type><kernel>/nonexistent/kvmrt-vmlinuz</kernel></os>"
+        "<devices/></domain>")
+    sh("virsh", "-c", libvirtd, "define", str(xml))
+    yield name, uid
+    sh("virsh", "-c", libvirtd, "undefine", name, check=False)
+
+
+def test_a_vm_that_fails_to_start_gets_its_changes_undone(host, unbootable, tmp_path):
+    """Boot tunes the fixture host for an rt VM and syncs its domain into
+    the real libvirtd, which refuses to start it (the fixture's NUMA node 3
+    and the kernel are not on this machine): every host change is undone,
+    and the output lists the tuning and its undoing."""
+    name, uid = unbootable
+    cfg = tmp_path / "unbootable.cfg"
+    cfg.write_text(f"[{uid}]\nname = {name}\ncpuset = n3\nrt = True\n")
+    before = tree(host)
+    env = {**os.environ, "KVMRT_FSROOT": str(host), "LIBVIRT_DEFAULT_URI": "qemu:///system"}
+    proc = subprocess.run([str(BIN / "kvmrt-boot"), "-f", str(cfg), name],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert f"{name}: failed: start domain {name}: " in proc.stderr
+    # Its 8 SMT siblings went offline and came back: 16 CPU changes.
+    assert "CPUs online/offline 16" in proc.stdout, proc.stdout
+    assert changed(before, tree(host)) == []

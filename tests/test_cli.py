@@ -133,7 +133,7 @@ def test_show_host_tree_marks_offline_cpus(offline_host):
 def test_the_tools_work_on_this_machine():
     host = json.loads(run("kvmrt-show-host", "--json").stdout)
     online = Path("/sys/devices/system/cpu/online").read_text().strip()
-    from kvmrt.config.sets import IdSet
+    from kvmrt.sets import IdSet
     assert {c["cpu"] for c in host["cpus"] if c["online"]} == IdSet.parse(online)
     run("kvmrt-validate-config", "-f", str(EXAMPLES / "any-host.cfg"))
     out = json.loads(run("kvmrt-show-config", "-f", str(EXAMPLES / "any-host.cfg"),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from kvmrt.config.file import UnknownVm, load_config, parse_config, save_config
 from kvmrt.config.model import AUTO, ATTRIBUTES
-from kvmrt.config.sets import CpuSpec, IdSet, PciSet
+from kvmrt.sets import CpuSpec, IdSet, PciSet
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 UUID1 = "fde74e84-0e1b-404e-90e7-72101e79c48a"

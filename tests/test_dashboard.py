@@ -154,8 +154,9 @@ def test_boot_all_shows_the_plan_then_refuses_a_clean_boot(host, cfg):
         await click(pilot, "#go")
         job = await finished_job(pilot)
         assert not job.ok
-        assert job.lines == ["error: --clean: VMs of the config are running "
-                             "(RedHawk-8.4-RT); nothing started"]
+        assert job.lines == ["error: --clean: nothing started, because VMs of the config "
+                             "already run: RedHawk-8.4-RT; stop them first "
+                             "(kvmrt-shutdown RedHawk-8.4-RT)"]
         assert "nothing started" in screen_text(app) and "Traceback" not in screen_text(app)
 
     drive(app, script)

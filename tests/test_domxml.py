@@ -25,7 +25,7 @@ from lxml import etree
 
 import hostgen
 from kvmrt.config.file import parse_config
-from kvmrt.config.sets import PciAddress, PciSet
+from kvmrt.sets import PciAddress, PciSet
 from kvmrt.errors import DomainXmlError, KvmrtError
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domxml import (
@@ -98,7 +98,7 @@ CASES = [
         pcidevs="0000:22:00.0 0000:22:00.1")),
     # ...or take everything kvmrt set away again.
     Case("kvmrt-configured", "plain", vm_config("RedHawk-8.4-RT", nr_vcpus="6")),
-    # A one-line domain with double quotes, as a script might write it.
+    # A one-line domain, as libvirt keeps one a script defined without line breaks.
     Case("compact", "rt", vm_config(
         "scripted", nr_vcpus="2", cpuset="4-7", rt="True", pcidevs="0000:40:00.0")),
     Case("compact", "plain", vm_config("scripted", nr_vcpus="2", cpu_topology="1,1,2")),
@@ -421,24 +421,25 @@ def test_hostdevs_matched_by_address_whatever_the_spelling(topology):
     assert [h.get("type") for h in domain.iterfind("devices/hostdev")] == ["pci", "mdev", "scsi"]
 
 
-def test_declaration_prolog_epilog_and_quotes_survive(topology):
-    source = ("<?xml version='1.0' encoding='UTF-8'?>\n<!-- kept -->\n"
-              + minimal(after="  <metadata>\n    <a:b xmlns:a=\"urn:a\" c=\"it's\"/>\n"
-                              "  </metadata>\n").replace("<domain type='kvm'>",
-                                                        "<domain type='kvm' xmlns:q='urn:q'>")
-              + "<!-- trailing -->\n\n")
-    p = placement(topology, vm_config("t", nr_vcpus="1"))
+def test_the_output_is_written_as_libvirt_writes_it(topology):
+    """Single quotes, namespace declarations last, quotes escaped in text;
+    <metadata> as libxml2 writes it; no prolog (libvirt's XML has none)."""
+    source = ("<?xml version='1.0' encoding='UTF-8'?>\n<!-- dropped -->\n"
+              + minimal(after="  <metadata>\n    <a:b xmlns:a=\"urn:a\" c=\"it's\">t'x\"t</a:b>\n"
+                              "  </metadata>\n  <title>it's \"x\"</title>\n")
+              .replace("<domain type='kvm'>", '<domain xmlns:q="urn:q" type="kvm">'))
+    p = placement(topology, vm_config("t", nr_vcpus="1", title='it\'s "x"'))
     out = apply_config(source, p)
-    assert out.startswith("<?xml version='1.0' encoding='UTF-8'?>\n<!-- kept -->\n"
-                          "<domain type='kvm' xmlns:q='urn:q'>\n")
-    assert "<a:b xmlns:a=\"urn:a\" c=\"it's\"/>" in out
-    assert out.endswith("</domain>\n<!-- trailing -->\n\n")
+    assert out.startswith("<domain type='kvm' xmlns:q='urn:q'>\n")
+    assert "<a:b xmlns:a=\"urn:a\" c=\"it's\">t'x\"t</a:b>" in out
+    assert "<title>it&apos;s &quot;x&quot;</title>" in out
+    assert out.endswith("</domain>\n")
 
 
 def test_compact_document_stays_compact(topology):
     case = next(c for c in CASES if c.id == "compact.rt")
     out = apply_config(case.source, placement(topology, case.config))
-    assert out.count("\n") == 1 and "'" not in out
+    assert out.count("\n") == 1 and '"' not in out
     assert "<memoryBacking><locked/></memoryBacking><vcpu>2</vcpu><cputune>" in out
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from kvmrt.config.file import config_text, format_config, parse_config
 from kvmrt.config.model import ATTRIBUTES
-from kvmrt.config.sets import CpuSpec, IdSet
+from kvmrt.sets import CpuSpec, IdSet
 from kvmrt.errors import KvmrtError
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domxml import apply_config

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hostgen
-from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.sets import PciAddress, format_ids
 from kvmrt.errors import HostReadError, SetSyntaxError
 from kvmrt.host import HostFS, read_host, read_pci, read_topology
 from kvmrt.host.fs import parse_cpulist

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import hostgen
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import (HostReadError, HostWriteError, IrqRefused, NotMovable,
                           OfflineRefused, SetSyntaxError, TaskVanished)
 from kvmrt.host import cgroups, cpuctl, irqs, qemu, tasks
@@ -289,6 +289,18 @@ def test_parse_interrupts_where_a_number_or_nothing_stands_before_the_last_colum
             "  6:          0          0  XT-PIC\n  7:          0          0  GICv3  27      foo\n"
             "  8:          0          0  IO-APIC    1-edge\n  9: 1 2 3\n")
     assert irqs.parse_interrupts(text) == {5: "", 6: "", 7: "foo", 8: "", 9: ""}
+
+
+def test_interrupt_counts_per_line_and_online_cpu() -> None:
+    """The counts the dashboard's rates come from, read by the same reader
+    as the actions: the header names the CPUs (an offline one is absent)."""
+    text = INTERRUPTS.replace("            CPU0       CPU1", "            CPU0       CPU2")
+    cpus, counts = irqs.interrupt_counts(text)
+    assert cpus == [0, 2]
+    assert counts["0"] == [44, 0] and counts["36"] == [0, 2105606]
+    assert counts["121"] == [1234567890, 1234567890]
+    assert counts["NMI"] == [0, 0] and counts["ERR"] == [0]
+    assert irqs.interrupt_counts("") == ([], {})
 
 
 # == CPU hotplug on fixture hosts ===============================================

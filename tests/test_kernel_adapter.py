@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import hostgen
-from kvmrt.config.sets import IdSet
+from kvmrt.sets import IdSet
 from kvmrt.errors import NotMovable
 from kvmrt.host import tasks
 from kvmrt.host.fs import HostFS, LiveKernel, TreeKernel

@@ -411,3 +411,38 @@ def test_shielding_the_real_host_never_moves_a_running_vm(real_vm, tmp_path, mon
         sleeper.wait()
     irqs_after = {p.name: p.read_text() for p in Path("/proc/irq").glob("*/smp_affinity_list")}
     assert irqs_after == irqs_before
+
+
+def test_an_unchanged_domain_is_written_back_as_libvirtd_wrote_it(libvirtd, tmp_path):
+    """The real libvirtd's XML (a script defined it with double quotes),
+    parsed and written back unchanged, is the same text, so that a sync
+    finds it in step and a diff shows only kvmrt's lines; lxml alone would
+    change every attribute's quotes, the root's namespace order and the
+    quotes in a title. (libvirt writes <metadata> as libxml2 does.)"""
+    import libvirt
+    from lxml import etree
+
+    from kvmrt.libvirt_sync.domains import XML_SECURE_INACTIVE
+    from kvmrt.libvirt_sync.domxml_tree import parse_domain
+
+    name, uid = f"kvmrt-test-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(
+        '<domain type="qemu" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">'
+        f'<name>{name}</name><uuid>{uid}</uuid><title>it\'s "quoted" &amp; &lt;b&gt;</title>'
+        '<metadata><a:b xmlns:a="urn:a" c="it\'s">t\'x"t</a:b></metadata>'
+        '<memory unit="MiB">64</memory><vcpu>1</vcpu>'
+        '<os><type arch="x86_64">hvm</type></os><devices>'
+        '<graphics type="vnc" passwd="a\'b&quot;c&lt;"/></devices>'
+        '<qemu:commandline><qemu:arg value="-S"/></qemu:commandline></domain>')
+    sh("virsh", "-c", libvirtd, "define", str(xml))
+    try:
+        conn = libvirt.open(libvirtd)
+        desc = conn.lookupByName(name).XMLDesc(XML_SECURE_INACTIVE)
+        conn.close()
+    finally:
+        sh("virsh", "-c", libvirtd, "undefine", name, check=False)
+    assert "passwd='a&apos;b&quot;c&lt;'" in desc and "xmlns:qemu" in desc
+    assert '<a:b xmlns:a="urn:a" c="it\'s">' in desc
+    assert parse_domain(desc).serialize() == desc
+    assert etree.tostring(etree.fromstring(desc.encode()), encoding="unicode") != desc

@@ -8,7 +8,7 @@ import pytest
 
 from kvmrt.config.file import load_config, parse_config
 from kvmrt.host import HostFS, read_host
-from kvmrt.placement import place, placement_json
+from kvmrt.placement import place, place_all, placement_json, try_place
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "threadripper-5975wx.cfg"
 U = "00000000-0000-4000-8000-0000000000{:02d}"
@@ -112,3 +112,19 @@ def test_non_rt_vm_skips_offline_cpus(offline_host):
     # offline_4c2t: CPUs 5 and 7 are offline.
     p = place(vm("cpuset = 4-7\nnr_vcpus = 1"), topo(offline_host))
     assert p.usable_cpus == {4, 6} and p.vcpu_cpus == ({4},) and p.emulator_cpus == {6}
+
+
+def test_only_vms_that_can_be_placed_are_placed(threadripper):
+    """The one rule show-config, show-host, validate-host and stat share:
+    a VM with an attribute that failed to parse, without a name, or whose
+    cpuset names what the host lacks has no placement."""
+    config = parse_config(
+        f"[{U.format(1)}]\nname = good\ncpuset = 0-3\n"
+        f"[{U.format(2)}]\nname = bad-count\ncpuset = 4-7\nnr_vcpus = many\n"
+        f"[{U.format(3)}]\ncpuset = 8-11\n"
+        f"[{U.format(4)}]\nname = elsewhere\ncpuset = 64-67\n"
+        f"[{U.format(5)}]\nname = good-too\ncpuset = n1\n")
+    host = topo(threadripper)
+    assert [p.vm.name for p in place_all(config.vms, host)] == ["good", "good-too"]
+    assert [try_place(v, host) is not None for v in config.vms] == [
+        True, False, False, False, True]

@@ -19,7 +19,7 @@ import pytest
 
 import hostgen
 from kvmrt.config.file import load_config, parse_config
-from kvmrt.config.sets import IdSet
+from kvmrt.sets import IdSet
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.tasks import Task
 from kvmrt.libvirt_sync.sync import SyncStatus, sync_to_libvirt

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvmrt.config.sets import CpuSpec, IdSet, PciAddress, PciSet, format_ids
+from kvmrt.sets import CpuSpec, IdSet, PciAddress, PciSet, format_ids
 from kvmrt.errors import SetSyntaxError, UnknownHostObject
 from kvmrt.host.model import RawCpu, Topology
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 import hostgen
-from kvmrt.config.file import load_config
+from kvmrt.config.file import load_config, parse_config
 from kvmrt.host import HostFS, qemu, read_host
 from kvmrt.host.tasks import read_tasks
 from kvmrt.lifecycle import pinning_problems
 from kvmrt.placement import place
+from kvmrt.status import collect
+from kvmrt.tuning.journal import JournalState
 from test_boot_cli import BIN, EXAMPLE, NODE, pin_like_libvirt
 
 DOM = hostgen.REDHAWK_RT
@@ -155,3 +157,16 @@ def test_pins_that_differ_from_the_config_say_what_applies_them(host):
         "emulator pinned to 31, the config has 23 (kvmrt-boot RedHawk-8.4-RT applies it)",
         "host tuned for CPUs 8-15, the config has 8-23,40-55 "
         "(kvmrt-boot RedHawk-8.4-RT applies it)"]
+
+
+def test_a_vm_whose_section_has_an_error_has_no_placement(host):
+    """stat places VMs as show-config does: a value that failed to parse
+    gives no vCPU count or cpuset made up from the defaults."""
+    text = EXAMPLE.read_text().replace("nr_vcpus = auto", "nr_vcpus = many")
+    vms = parse_config(text).vms[:1]
+    fs = HostFS(host)
+    (found,) = collect(fs, vms, {}, read_host(fs).topology, JournalState(), threads=False)
+    assert found.as_json()["vcpus"] is None and found.as_json()["cpuset"] == []
+    good = parse_config(EXAMPLE.read_text()).vms[:1]
+    (found,) = collect(fs, good, {}, read_host(fs).topology, JournalState(), threads=False)
+    assert found.as_json()["vcpus"] == 15

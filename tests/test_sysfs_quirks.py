@@ -21,7 +21,7 @@ import pytest
 import hostcheck_fixtures as F
 import hostgen
 from kvmrt.config.file import parse_config
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import HostReadError
 from kvmrt.host import HostFS, read_host
 from kvmrt.host.cgroups import read_cpusets
@@ -215,3 +215,14 @@ def test_validate_host_reads_the_memory_of_the_nodes_there_are(tmp_path: Path) -
     assert "node(s) 2 " in found["hugepages"].message
     assert "/sys/devices/system/node/node2/hugepages" in found["hugepages"].remedy
     assert "node(s) 2 have 32 GiB" in found["rt-memory"].message
+
+
+def test_the_topology_and_hotplug_read_online_alike(offline_host: Path) -> None:
+    """One reader of ``cpuN/online``: a value that is neither 0 nor 1 is an
+    error naming the file for the topology too, not an offline CPU."""
+    fs = HostFS(offline_host)
+    (offline_host / CPU / "cpu5/online").write_text("2\n")
+    with pytest.raises(HostReadError, match=r"cpu5/online.*not 0 or 1: '2'"):
+        is_online(fs, 5)
+    with pytest.raises(HostReadError, match=r"cpu5/online.*not 0 or 1: '2'"):
+        read_host(fs)

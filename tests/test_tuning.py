@@ -60,7 +60,7 @@ def read(root: Path, rel: str) -> str:
 
 
 def cpulist(root: Path, rel: str) -> set[int]:
-    from kvmrt.config.sets import IdSet
+    from kvmrt.sets import IdSet
     return set(IdSet.parse(read(root, rel)))
 
 

@@ -22,7 +22,7 @@ host root of ``KVMRT_FSROOT``) and calls:
 - host views: :func:`host_cpus` (topology with CPUSET numbering and
   owners), :func:`cpu_states`, :func:`pci_devices`,
   :class:`InterruptSampler` (``/proc/interrupts`` deltas);
-- :func:`result_lines`, :func:`engine_lines`, :func:`outcome_lines`: the
+- :func:`result_lines`, :func:`batch_lines`, :func:`outcome_lines`: the
   lines the tools print for a result, so every front end says the same.
 
 :func:`change_refused` says why this process may not change anything
@@ -32,7 +32,6 @@ host root of ``KVMRT_FSROOT``) and calls:
 from __future__ import annotations
 
 import os
-import re
 import socket
 import tempfile
 import threading
@@ -44,21 +43,21 @@ from kvmrt import diagnostics as diag
 from kvmrt import edit
 from kvmrt.config import inifile
 from kvmrt.config.file import DEFAULT_PATH, Config, load_config, parse_config
-from kvmrt.config.sets import format_ids
 from kvmrt.errors import ConfigFileError, KvmrtError
-from kvmrt.host import HostFS, read_host
+from kvmrt.host import HostFS, irqs, read_host
+from kvmrt.sets import format_ids
 from kvmrt.host.model import Host
-from kvmrt.host.tasks import read_tasks
 from kvmrt.hostview import owners_of
 from kvmrt.libvirt_sync.connection import connect, default_uri
 from kvmrt.libvirt_sync.domains import Domain, Domains
 from kvmrt.libvirt_sync.sync import Outcome, SyncStatus, sync_to_libvirt
-from kvmrt.lifecycle import RUNNING, VmResult, boot_vm, shutdown_vms, to_boot
+from kvmrt import lifecycle
+from kvmrt import validate as validate_
+from kvmrt.lifecycle import RUNNING, VmResult
 from kvmrt.placement import place
 from kvmrt.status import VmStatus, collect, leftovers
-from kvmrt.tuning import engine, watcher
+from kvmrt.tuning import engine
 from kvmrt.tuning.journal import Journal
-from kvmrt.tuning.model import Action
 
 Progress = Callable[[VmResult], None]
 Say = Callable[[str], None]
@@ -66,7 +65,7 @@ Say = Callable[[str], None]
 __all__ = [
     "ApplyReport", "BootReport", "ConfigChangedOnDisk", "ConfigHasErrors", "CpuInfo",
     "CpuState", "InterruptSampler", "PciInfo", "Session", "ShutdownReport", "VmsRunning",
-    "apply_edit", "boot", "change_refused", "cpu_states", "engine_lines", "result_lines", "host_cpus", "import_into",
+    "apply_edit", "boot", "change_refused", "cpu_states", "batch_lines", "result_lines", "host_cpus", "import_into",
     "importable_domains", "leftover_warnings", "outcome_lines", "pci_devices", "resolved_cpuset",
     "retune", "shutdown", "SyncStatus", "sync_libvirt", "validate_text", "vm_statuses",
 ]
@@ -74,21 +73,10 @@ __all__ = [
 
 # -- errors -----------------------------------------------------------------
 
-class ConfigHasErrors(KvmrtError):
-    """The config does not validate; nothing was changed."""
-
-    def __init__(self, path: str | None, errors: list[diag.Diagnostic]) -> None:
-        self.errors = errors
-        super().__init__(f"{path}: {len(errors)} error(s); fix them first (kvmrt-edit-config)")
-
-
-class VmsRunning(KvmrtError):
-    """A clean boot found VMs of the config running; nothing was started."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        super().__init__(f"--clean: VMs of the config are running ({', '.join(names)}); "
-                         "nothing started")
+# The config does not validate (``diagnostics``); nothing was changed.
+ConfigHasErrors = validate_.ConfigHasErrors
+# A clean boot found VMs of the config running; nothing was started.
+VmsRunning = lifecycle.VmsRunning
 
 
 # The file is not what the editor started from; it was not overwritten.
@@ -197,30 +185,8 @@ def resolved_cpuset(vm, host: Host) -> str:
 
 # -- boot and shutdown --------------------------------------------------------
 
-@dataclass
-class BootReport:
-    results: list[VmResult] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)     # irqbalance, recovery notes
-    recovered: engine.Result = field(default_factory=engine.Result)
-    shielded: engine.Result = field(default_factory=engine.Result)
-    selected: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return any(r.error for r in self.results)
-
-
-@dataclass
-class ShutdownReport:
-    results: list[VmResult] = field(default_factory=list)
-    restored: engine.Result = field(default_factory=engine.Result)
-    recovered: engine.Result = field(default_factory=engine.Result)
-    planned: list[Action] = field(default_factory=list)   # dry run: what would be restored
-    would_stop: list[str] = field(default_factory=list)   # dry run: the running VMs
-
-    @property
-    def failed(self) -> bool:
-        return any(r.error for r in self.results)
+BootReport = lifecycle.BootReport
+ShutdownReport = lifecycle.ShutdownReport
 
 
 def _require_root() -> None:
@@ -228,41 +194,34 @@ def _require_root() -> None:
         raise NotRoot()
 
 
+class _Told(lifecycle.Listener):
+    """A front end's callbacks as a :class:`kvmrt.lifecycle.Listener`."""
+
+    def __init__(self, progress: Progress | None = None, say: Say | None = None) -> None:
+        self.progress, self.say = progress, say
+
+    def step(self, line: str) -> None:
+        if self.say:
+            self.say(line)
+
+    def vm(self, result: VmResult) -> None:
+        if self.progress:
+            self.progress(result)
+
+
 def boot(session: Session, config: Config, names: list[str] | tuple[str, ...] = (), *,
          include_disabled: bool = False, clean: bool = False, dry_run: bool = False,
          progress: Progress | None = None) -> BootReport:
-    """``kvmrt-boot [--all] [--clean] [--dry-run] [VM]...``: the autostart
-    VMs (every enabled one with ``include_disabled``, or the named ones),
-    in config order, selected by :func:`kvmrt.lifecycle.to_boot` (a
-    disabled VM never boots). Raises DisabledVmNamed / ConfigHasErrors /
-    VmsRunning before any change."""
+    """``kvmrt-boot [--all] [--clean] [--dry-run] [VM]...``:
+    :func:`kvmrt.lifecycle.boot`, the same code as the tool; ``progress``
+    hears each VM's result as it comes, the report holds the warnings
+    (irqbalance, guest services). Raises DisabledVmNamed / ConfigHasErrors
+    / VmsRunning before any change."""
     if not dry_run:
         _require_root()
-    names = tuple(names)
-    selected = to_boot(config, names, every=include_disabled)
-    refuse_errors(config, session.host, names=names)
-    domains = session.domains
-    running = domains.running_uuids()
-    if clean:
-        busy = [vm.label for vm in config.active() if vm.uuid.lower() in running]
-        if busy:
-            raise VmsRunning(busy)
-    report = BootReport()
-    if not dry_run:
-        report.recovered = engine.recover(session.fs, running)
-    report.selected = [vm.name for vm in selected]
-    if any(vm.rt for vm in selected) and _irqbalance_runs(session.fs):
-        report.warnings.append(IRQBALANCE_WARNING)
-    for vm in selected:
-        result = boot_vm(session.fs, domains, vm, session.host.topology, dry_run=dry_run)
-        report.results.append(result)
-        if progress:
-            progress(result)
-    if not dry_run and any(not vm.rt for vm in selected):
-        report.shielded = engine.refresh(session.fs)
-    if not dry_run and any(vm.rt and vm.pcidevs for vm in selected):
-        watcher.start_background(session.fs)
-    return report
+    return lifecycle.boot(session.fs, lambda: session.domains, config, session.host, names,
+                          every=include_disabled, clean=clean, dry_run=dry_run,
+                          listener=_Told(progress=progress))
 
 
 def retune(session: Session, config: Config, name: str, *,
@@ -271,73 +230,31 @@ def retune(session: Session, config: Config, name: str, *,
     return boot(session, config, (name,), dry_run=dry_run)
 
 
-IRQBALANCE_WARNING = (
-    "irqbalance is running and will move IRQs back onto shielded CPUs; stop it "
-    "(systemctl disable --now irqbalance) or ban the real-time CPUs "
-    "(IRQBALANCE_BANNED_CPULIST in /etc/default/irqbalance)")
-
-
-def _irqbalance_runs(fs: HostFS) -> bool:
-    return any(t.comm == "irqbalance" and t.tid == t.pid for t in read_tasks(fs))
-
-
 def shutdown(session: Session, config: Config, names: list[str] | tuple[str, ...] = (), *,
              include_disabled: bool = False, force: bool = False, timeout: float = 120.0,
              sequential: bool = True, dry_run: bool = False,
              say: Say | None = None) -> ShutdownReport:
-    """``kvmrt-shutdown [--force] [--dry-run] [VM]...``: the running VMs of
-    the config (all, or the named ones), then their host tuning goes back."""
-    selected = config.select(tuple(names), include_disabled=include_disabled or bool(names))
-    domains = session.domains
-    if dry_run:
-        running = [vm for vm in selected if domains.state(vm.uuid) == "running"]
-        planned = engine.release(session.fs, [vm.uuid.lower() for vm in running],
-                                 dry_run=True)
-        return ShutdownReport(planned=planned.actions, would_stop=[vm.name for vm in running])
-    _require_root()
-    results, restored = shutdown_vms(session.fs, domains, selected, force=force,
-                                     timeout=timeout, sequential=sequential,
-                                     say=say or (lambda _line: None))
-    recovered = engine.recover(session.fs, domains.running_uuids())
-    return ShutdownReport(results=results, restored=restored, recovered=recovered)
+    """``kvmrt-shutdown [--force] [--dry-run] [VM]...``:
+    :func:`kvmrt.lifecycle.shutdown`, the same code as the tool; ``say``
+    hears each step (shutting down, stopped, waiting)."""
+    if not dry_run:
+        _require_root()
+    return lifecycle.shutdown(session.fs, session.domains, config, names,
+                              include_disabled=include_disabled, force=force, timeout=timeout,
+                              sequential=sequential, dry_run=dry_run, listener=_Told(say=say))
 
 
 def is_running(state: str) -> bool:
     return state in RUNNING
 
 
-def result_lines(result: VmResult, *, verbose: bool = False) -> list[str]:
-    """A VM's result as kvmrt-boot and kvmrt-shutdown print it: one line,
-    its host changes (each, or summed up), then notes."""
-    from kvmrt.tuning.model import summarize
-
-    lines = [f"{result.name}: failed: {result.error}" if result.error
-             else f"{result.name}: {result.status}"]
-    if verbose:
-        lines += [f"  {a.describe()}" for a in result.actions]
-    elif result.actions:
-        lines.append(f"  changed: {summarize(result.actions)}")
-    return lines + [f"  note: {note}" for note in result.notes]
-
-
-def engine_lines(result: engine.Result, what: str) -> list[str]:
-    """What an engine run beside the VMs did (recovery, shielding, restore)."""
-    from kvmrt.tuning.model import summarize
-
-    lines = [f"{what} {summarize(result.actions)}"] if result.actions else []
-    return lines + [f"warning: {line}" for line in result.notes + result.refused + result.failed]
+# The lines kvmrt-boot and kvmrt-shutdown print, for every front end.
+result_lines = lifecycle.result_lines
+batch_lines = lifecycle.batch_lines
+action_lines = lifecycle.action_lines
 
 
 # -- the config: validate and apply (kvmrt-edit-config) -----------------------
-
-def refuse_errors(config: Config, host: Host, **selection) -> None:
-    """Raise ConfigHasErrors when the config (or the selection) has errors."""
-    from kvmrt.validate import validate
-
-    errors = [d for d in validate(config, host, **selection) if d.is_error]
-    if errors:
-        raise ConfigHasErrors(config.path, errors)
-
 
 def diagnose(config: Config, host: Host) -> list[diag.Diagnostic]:
     """The load problems and validator findings of the active VMs
@@ -397,7 +314,7 @@ def sync_libvirt(session: Session, config: Config, *, query: bool) -> list[Outco
     ``query``, only say which are out of step, with the diff)."""
     if not query:
         _require_root()
-    refuse_errors(config, session.host)
+    validate_.require_valid(config, session.host)
     return sync_to_libvirt(config.active(), session.host.topology, session.domains,
                            query=query)
 
@@ -517,40 +434,25 @@ def cpu_states(session: Session, config: Config | None) -> list[CpuState]:
             for cpu in sorted(snap.all_cpus)]
 
 
-_IRQ_LINE = re.compile(r"^\s*([0-9A-Za-z]+):((?:\s+\d+)+)")
-
-
-def interrupt_counts(fs: HostFS) -> tuple[list[int], dict[str, list[int]]]:
-    """``/proc/interrupts``: the CPU columns and each line's counts per
-    CPU (numbered IRQs and NMI, LOC, ...)."""
-    lines = fs.read("proc/interrupts", default="").splitlines()
-    if not lines:
-        return [], {}
-    cpus = [int(w[3:]) for w in lines[0].split() if w.startswith("CPU")]
-    counts = {}
-    for line in lines[1:]:
-        m = _IRQ_LINE.match(line)
-        if m:
-            counts[m.group(1)] = [int(n) for n in m.group(2).split()][:len(cpus)]
-    return cpus, counts
-
-
 class InterruptSampler:
     """Interrupts per second per line and CPU, between successive samples."""
 
     def __init__(self, fs: HostFS) -> None:
         self.fs = fs
-        self.cpus, self._last = interrupt_counts(fs)
+        self.cpus, self._last = self._read()
         self._at = time.monotonic()
 
     def sample(self) -> dict[str, list[float]]:
-        cpus, now = interrupt_counts(self.fs)
+        cpus, now = self._read()
         at = time.monotonic()
         span = max(at - self._at, 1e-6)
         rates = {irq: [max(n - o, 0) / span for n, o in zip(counts, self._last.get(irq, counts))]
                  for irq, counts in now.items()}
         self.cpus, self._last, self._at = cpus, now, at
         return rates
+
+    def _read(self) -> tuple[list[int], dict[str, list[int]]]:
+        return irqs.interrupt_counts(self.fs.read(irqs.INTERRUPTS, default=""))
 
 
 # -- the config file as a whole (the dashboard's File menu, Edit ▸ Lock) -------

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kvmrt.config.file import Config
-from kvmrt.config.sets import PciAddress
-from kvmrt.errors import UnknownHostObject
+from kvmrt.sets import PciAddress
 from kvmrt.host.model import Host
-from kvmrt.placement import place
+from kvmrt.placement import place_all
 
 
 @dataclass
@@ -24,13 +23,8 @@ def owners_of(config: Config, host: Host) -> Owners:
     """Owners from the active VMs of ``config``; VMs whose cpuset does not
     resolve on this host are left out (the validator reports them)."""
     owners = Owners()
-    for vm in config.active():
-        if vm.invalid or not vm.name:
-            continue
-        try:
-            p = place(vm, host.topology)
-        except UnknownHostObject:
-            continue
+    for p in place_all(config.active(), host.topology):
+        vm = p.vm
         for cpu in sorted(p.owned_cpus):
             owners.cpus.setdefault(cpu, []).append(vm.name)
         for address in vm.pcidevs:

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Iterable
+
 from kvmrt.config.model import AUTO, VmConfig
+from kvmrt.errors import UnknownHostObject
 from kvmrt.host.model import Topology
 
 
@@ -81,6 +84,23 @@ def place(vm: VmConfig, topology: Topology) -> Placement:
         numatune=_numatune(vm, cpuset, topology),
         rt_memory=rt if rt_memory is AUTO else rt_memory,
     )
+
+
+def try_place(vm: VmConfig, topology: Topology) -> Placement | None:
+    """The placement of ``vm``, or None where it has none to show: an
+    attribute of its section failed to parse, it has no name, or its
+    cpuset names something the host lacks (the validator reports each)."""
+    if vm.invalid or not vm.name:
+        return None
+    try:
+        return place(vm, topology)
+    except UnknownHostObject:
+        return None
+
+
+def place_all(vms: Iterable[VmConfig], topology: Topology) -> list[Placement]:
+    """The placements of those of ``vms`` that can be placed (:func:`try_place`)."""
+    return [p for p in (try_place(vm, topology) for vm in vms) if p is not None]
 
 
 def rt_cpus(cpuset: frozenset[int], topology: Topology) -> tuple[frozenset[int], frozenset[int]]:

@@ -33,14 +33,13 @@ from dataclasses import dataclass, field, replace
 
 
 from kvmrt.config.model import VmConfig
-from kvmrt.config.sets import format_ids
-from kvmrt.errors import UnknownHostObject
+from kvmrt.sets import format_ids
 from kvmrt.host import qemu
 from kvmrt.host.fs import HostFS
 from kvmrt.host.tasks import Task, read_tasks
 from kvmrt.libvirt_sync.domains import Runtime
 from kvmrt.lifecycle import RUNNING, pinning_problems
-from kvmrt.placement import Placement, place
+from kvmrt.placement import Placement, try_place
 from kvmrt.tuning.engine import take_snapshot
 from kvmrt.tuning.journal import JournalState
 from kvmrt.tuning.model import Snapshot, TunedVm
@@ -221,10 +220,7 @@ def collect(fs: HostFS, vms: list[VmConfig], states: dict[str, str], topology,
     for vm in vms:
         uuid = vm.uuid.lower()
         state = states.get(uuid, "undefined")
-        try:
-            p = place(vm, topology)
-        except UnknownHostObject:
-            p = None
+        p = try_place(vm, topology)
         st = VmStatus(vm, state, p)
         running = state in RUNNING
         runtime = (runtimes or {}).get(uuid) if running else None

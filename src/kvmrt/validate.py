@@ -29,8 +29,8 @@ from typing import Callable, Mapping
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
 from kvmrt.config.model import AUTO, VmConfig
-from kvmrt.config.sets import format_ids
-from kvmrt.errors import UnknownHostObject
+from kvmrt.sets import format_ids
+from kvmrt.errors import KvmrtError, UnknownHostObject
 from kvmrt.host.model import Host, Topology
 from kvmrt.libvirt_sync.domains import Domain
 from kvmrt.libvirt_sync.domxml import apply_config
@@ -57,6 +57,25 @@ class _Report:
     def warning(self, code, message, vm, attribute, *others) -> None:
         if self.warnings:
             self.add(diag.warning, code, message, vm, attribute, *others)
+
+
+class ConfigHasErrors(KvmrtError):
+    """The config (or the VMs named) does not validate; nothing was changed.
+    ``diagnostics``: the validator's errors."""
+
+    def __init__(self, path: str | None, diagnostics: list[diag.Diagnostic]) -> None:
+        super().__init__(f"{path}: {len(diagnostics)} error(s); fix them first "
+                         "(kvmrt-edit-config)")
+        self.diagnostics = diagnostics
+
+
+def require_valid(config: Config, host: Host, **selection) -> None:
+    """Raise :class:`ConfigHasErrors` when the config (``selection``: as
+    :func:`validate` takes it) has errors on this host; every tool that
+    changes the host or libvirt refuses such a config."""
+    errors = validate(config, host, errors_only=True, **selection)
+    if errors:
+        raise ConfigHasErrors(config.path, errors)
 
 
 def validate(config: Config, host: Host, *, include_disabled: bool = False,

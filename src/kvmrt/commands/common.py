@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -43,6 +44,7 @@ def command(fn: Callable) -> click.Command:
         except KvmrtError as exc:
             if debug:
                 raise
+            print_diagnostics(getattr(exc, "diagnostics", []))   # the lines that say why
             fail(str(exc))
 
     # One version for every tool, from the installed package's metadata.
@@ -60,7 +62,8 @@ file_option = click.option(
     help=f"Config file (default {DEFAULT_PATH}).")
 all_option = click.option(
     "--all", "include_disabled", is_flag=True, help="Include disabled VMs.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON instead of text (its keys: see the man page).")
 connect_option = click.option(
     "-c", "--connect", "uri", default=None, metavar="URI",
     help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system).")
@@ -101,20 +104,18 @@ def require_root() -> None:
 
 
 def load(path: str | None) -> Config:
+    """The config at ``path`` (default /etc/kvmrt.cfg); a missing one is
+    reported with what makes one."""
+    target = path or DEFAULT_PATH
+    if path is not None and not os.path.lexists(path):
+        fail(f"{path}: no such file (a mistyped -f path?); to create it from libvirt's "
+             f"domains: kvmrt-import -f {shlex.quote(path)}")
+    if not os.path.lexists(target):
+        fail(f"{target}: no such file; create it from libvirt's domains with kvmrt-import "
+             "(or write it with kvmrt-edit-config)")
     from kvmrt.config.file import load_config
 
-    return load_config(path or DEFAULT_PATH)
-
-
-def refuse_errors(config: Config, host: Host, **selection: Any) -> None:
-    """Print the config's validation errors and exit 1 if there are any."""
-    from kvmrt.validate import validate
-
-    errors = [d for d in validate(config, host, **selection) if d.is_error]
-    for d in errors:
-        click.echo(d.format(), err=True)
-    if errors:
-        fail(f"{config.path}: {len(errors)} error(s); fix them first (kvmrt-edit-config)")
+    return load_config(target)
 
 
 def libvirt_domains(uri: str | None) -> tuple[dict[str, Domain] | None, str | None]:
@@ -132,78 +133,38 @@ def refuse_broken_file(config: Config) -> None:
     """A tool that rewrites the file refuses one with load errors: the lines
     it cannot read would be lost."""
     errors = [p for p in config.problems if p.is_error]
-    for d in errors:
-        click.echo(d.format(), err=True)
+    print_diagnostics(errors)
     if errors:
         fail(f"{config.path}: fix these {len(errors)} error(s) first (kvmrt-edit-config); "
              "rewriting the file would lose those lines")
 
 
-def refuse_running(config: Config, running: set[str]) -> None:
-    """--clean: nothing starts while any enabled VM of the config runs
-    (a disabled VM is hidden: it neither boots nor blocks)."""
-    names = [vm.label for vm in config.active() if vm.uuid.lower() in running]
-    if names:
-        fail(f"--clean: nothing started, because VMs of the config already run: "
-             f"{', '.join(names)}; stop them first (kvmrt-shutdown {' '.join(names)})")
-
-
-def to_boot(config: Config, names: tuple[str, ...], *, every: bool) -> list:
-    """:func:`kvmrt.lifecycle.to_boot`, its refusal printed with each line."""
-    from kvmrt.lifecycle import DisabledVmNamed, to_boot
-
-    try:
-        return to_boot(config, names, every=every)
-    except DisabledVmNamed as exc:
-        for d in exc.errors:
-            click.echo(d.format(), err=True)
-        fail(str(exc))
-
-
-def summarize_actions(actions: list) -> str:
-    from kvmrt.tuning.model import summarize
-
-    return summarize(actions)
-
-
-def print_actions(actions: list, *, verbose: bool, indent: str = "  ") -> None:
-    if verbose:
-        for a in actions:
-            click.echo(f"{indent}{a.describe()}")
-    elif actions:
-        click.echo(f"{indent}changed: {summarize_actions(actions)}")
-
-
-def print_recovery(result: Any, *, what: str = "") -> None:
-    """What recovery after an interrupted kvmrt put back (or, with ``what``,
-    another engine run did)."""
-    if result.actions and what:
-        click.echo(f"{what} {summarize_actions(result.actions)}")
-    elif result.actions:
-        click.echo(f"recovered: restored {len(result.actions)} settings left by an "
-                   "interrupted kvmrt or a VM stopped without kvmrt-shutdown")
-    for line in result.notes + result.refused + result.failed:
-        click.echo(f"warning: {line}", err=True)
-
-
-def print_restored(result: Any) -> None:
-    if result.actions:
-        click.echo("host: restored")
-        print_actions(result.actions, verbose=False)
-    for line in result.notes + result.refused + result.failed:
-        click.echo(f"  note: {line}")
+def print_diagnostics(diagnostics: list) -> None:
+    for d in diagnostics:
+        click.echo(d.format(), err=True)
 
 
 def print_results(results: list, *, verbose: bool) -> None:
-    """One line per VM, its host changes, then notes; errors on stderr."""
+    """One line per VM (a failure on stderr), its host changes, then notes
+    (:func:`kvmrt.lifecycle.result_lines`)."""
+    from kvmrt.lifecycle import result_lines
+
     for r in results:
-        if r.error:
-            click.echo(f"{r.name}: failed: {r.error}", err=True)
-        else:
-            click.echo(f"{r.name}: {r.status}")
-        print_actions(r.actions, verbose=verbose)
-        for note in r.notes:
-            click.echo(f"  note: {note}")
+        head, *rest = result_lines(r, verbose=verbose)
+        click.echo(head, err=bool(r.error))
+        for line in rest:
+            click.echo(line)
+
+
+def print_batch(what: str, result: Any, *, verbose: bool = False) -> None:
+    """An engine run over the batch (:func:`kvmrt.lifecycle.batch_lines`)."""
+    from kvmrt.lifecycle import batch_lines
+
+    lines, warnings = batch_lines(what, result, verbose=verbose)
+    for line in lines:
+        click.echo(line)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
 
 
 def host() -> Host:

@@ -49,7 +49,11 @@ def main(path: str | None, uri: str | None) -> None:
     common.require_root()
     target = path or common.DEFAULT_PATH
     editor = _editor_command()
-    original = inifile.read_config(target) if os.path.lexists(target) else ""
+    exists = os.path.lexists(target)
+    if not exists:
+        click.echo(f"{target} does not exist: it is created when you save the new config",
+                   err=True)
+    original = inifile.read_config(target) if exists else ""
     host = common.host()
     before = parse_config(original, target)
     copy = _make_copy(original)
@@ -57,7 +61,8 @@ def main(path: str | None, uri: str | None) -> None:
     after, text = _edit_until_valid(editor, copy, original, before, host, libvirt)
     if after is None:
         os.unlink(copy)
-        click.echo("no changes")
+        click.echo("no changes" if exists else f"{target} does not exist and was not "
+                   "created (nothing saved)")
         return
     _save(target, original, text, copy)
     click.echo(f"{target}: saved")

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.sets import format_ids
-from kvmrt.errors import UnknownHostObject
+from kvmrt.sets import format_ids
 
 if TYPE_CHECKING:
     from kvmrt.placement import Placement
@@ -28,21 +27,14 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     Errors in the config are printed on stderr (exit 1); VMs whose cpuset
     cannot be interpreted are left out.
     """
-    from kvmrt.placement import place, placement_json
+    from kvmrt.placement import place_all, placement_json
     from kvmrt.validate import validate
 
     config = common.load(path)
     host = common.host()
     errors = validate(config, host, include_disabled=include_disabled, names=vms,
                       errors_only=True)
-    placements = []
-    for vm in config.select(vms, include_disabled=include_disabled):
-        if vm.invalid or not vm.name:
-            continue
-        try:
-            placements.append(place(vm, host.topology))
-        except UnknownHostObject:
-            continue
+    placements = place_all(config.select(vms, include_disabled=include_disabled), host.topology)
     if as_json:
         common.print_json([placement_json(p) for p in placements])
     else:

@@ -10,7 +10,7 @@ import click
 
 from kvmrt.commands import common
 from kvmrt.config import DEFAULT_PATH
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 
 if TYPE_CHECKING:
     from kvmrt.host.model import Host

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from kvmrt.commands import common
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 
 if TYPE_CHECKING:
     from kvmrt.status import VmStatus
@@ -20,10 +21,14 @@ if TYPE_CHECKING:
 @click.option("-t", "--threads", is_flag=True,
               help="List every QEMU thread of each running VM with its role, CPU "
                    "affinity and the CPU it last ran on.")
+@click.option("--check", is_flag=True,
+              help="Monitoring: first line OK or CRITICAL, then one line per problem (a "
+                   "running rt VM's tuning disturbed, an autostart VM not running, the vfio "
+                   "IRQ watcher failing); exit 0 when none, else 1.")
 @common.json_option
 @common.vms_argument
 def main(path: str | None, uri: str | None, include_disabled: bool, threads: bool,
-         as_json: bool, vms: tuple[str, ...]) -> None:
+         check: bool, as_json: bool, vms: tuple[str, ...]) -> None:
     """One row per VM: name, title, state, rt, vCPUs, cpuset and whether its
     real-time tuning holds: 'ok', or 'disturbed' with what is wrong; for a
     running VM whose config was changed since it started, what differs and
@@ -46,6 +51,11 @@ def main(path: str | None, uri: str | None, include_disabled: bool, threads: boo
     found = collect(fs, selected, states, host.topology, journal, threads=threads,
                     runtimes={u: r for u, r in runtimes.items() if r is not None})
     warnings = leftovers(journal, domains.running_uuids())
+    if check:
+        from kvmrt.tuning import watcher
+
+        report_check(problems(found) + watcher.problems(fs, journal) + warnings,
+                     as_json=as_json)
     services = _guest_services(found)
     if as_json:
         common.print_json([{**s.as_json(), "guest_services": services.get(s.vm.uuid.lower())}
@@ -54,6 +64,35 @@ def main(path: str | None, uri: str | None, include_disabled: bool, threads: boo
         _table(found, services, threads=threads)
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
+
+
+def problems(found: list[VmStatus]) -> list[str]:
+    """What monitoring must hear of: each disturbance of a running rt VM's
+    tuning, each autostart VM that is not running."""
+    from kvmrt.lifecycle import RUNNING
+
+    lines = []
+    for s in found:
+        if s.tuning == "disturbed":
+            lines += [f"{s.vm.name}: tuning disturbed: {p}" for p in s.problems]
+        if s.vm.autostart and not s.vm.disabled and s.state not in RUNNING:
+            lines.append(f"{s.vm.name}: autostart VM is {s.state}")
+    return lines
+
+
+def report_check(found: list[str], *, as_json: bool) -> None:
+    """``OK: ...`` or ``CRITICAL: ...`` then one line per problem, as
+    monitoring plugins print; exit 0 or 1."""
+    status = "CRITICAL" if found else "OK"
+    if as_json:
+        common.print_json({"status": status, "problems": found})
+    elif found:
+        click.echo(f"CRITICAL: {len(found)} problem(s): {found[0]}")
+        for line in found:
+            click.echo(line)
+    else:
+        click.echo("OK: every running rt VM is tuned, every autostart VM runs")
+    sys.exit(1 if found else 0)
 
 
 def _guest_services(found: list[VmStatus]) -> dict[str, str]:

@@ -23,16 +23,19 @@ if TYPE_CHECKING:
                    "locked memory, hidden KVM and PCI devices from libvirt into the config.")
 @click.option("-q", "--query", is_flag=True,
               help="Change nothing; list each VM out of step with a diff (exit 1 if any).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per VM: vm, status, diff, messages.")
 @common.vms_argument
 def main(path: str | None, uri: str | None, include_disabled: bool, reverse: bool,
-         query: bool, vms: tuple[str, ...]) -> None:
+         query: bool, as_json: bool, vms: tuple[str, ...]) -> None:
     """Keep the config and libvirt's domain XML in step.
 
     By default writes what kvmrt owns in each VM's domain XML (name, title,
     description, vCPUs, topology, pinning, numatune, locked memory, hidden
     KVM, PCI hostdevs); everything else in the XML stays as it is,
     passwords included, and each tuning element removed is named. Refuses
-    a config with validation errors.
+    a config with validation errors. Each domain XML written is logged to
+    the system log (journalctl -t kvmrt).
     """
     if not query:
         common.require_root()
@@ -40,16 +43,33 @@ def main(path: str | None, uri: str | None, include_disabled: bool, reverse: boo
         outcomes = _from_libvirt(path, uri, include_disabled, query, vms)
     else:
         outcomes = _to_libvirt(path, uri, include_disabled, query, vms)
+        if not query:
+            _log(outcomes)
+    if as_json:
+        report_json(outcomes, query=query)
     report(outcomes, query=query)
+
+
+def _log(outcomes: list[Outcome]) -> None:
+    from kvmrt.hostlog import HostLog
+    from kvmrt.libvirt_sync.sync import SyncStatus
+
+    log = HostLog()
+    for o in outcomes:
+        if o.status is SyncStatus.UPDATED:
+            log.info(f"{o.vm}: domain XML updated")
+        elif o.status is SyncStatus.FAILED:
+            log.warning(f"{o.vm}: domain XML not updated: {'; '.join(o.messages)}")
 
 
 def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     from kvmrt.libvirt_sync.connection import connect
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.libvirt_sync.sync import sync_to_libvirt
+    from kvmrt.validate import require_valid
 
     config, host = common.load(path), common.host()
-    common.refuse_errors(config, host, include_disabled=include_disabled, names=vms)
+    require_valid(config, host, include_disabled=include_disabled, names=vms)
     selected = config.select(vms, include_disabled=include_disabled)
     domains = Domains(connect(uri, read_only=query))
     return sync_to_libvirt(selected, host.topology, domains, query=query)
@@ -78,6 +98,21 @@ def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     return outcomes
 
 
+def report_json(outcomes: list[Outcome], *, query: bool) -> None:
+    """``[{"vm", "status", "diff", "messages"}]`` (the diff a unified diff,
+    "" when none), then the exit status of :func:`report`."""
+    common.print_json([{"vm": o.vm, "status": o.status, "diff": o.diff,
+                        "messages": list(o.messages)} for o in outcomes])
+    sys.exit(_exit_code(outcomes, query=query))
+
+
+def _exit_code(outcomes: list[Outcome], *, query: bool) -> int:
+    from kvmrt.libvirt_sync.sync import SyncStatus
+
+    bad = {SyncStatus.FAILED, SyncStatus.OUT_OF_STEP} if query else {SyncStatus.FAILED}
+    return 1 if any(o.status in bad for o in outcomes) else 0
+
+
 def report(outcomes: list[Outcome], *, query: bool) -> None:
     """One line per VM (diffs below), then exit 1 on failure or, with -q,
     when anything is out of step."""
@@ -92,5 +127,4 @@ def report(outcomes: list[Outcome], *, query: bool) -> None:
             click.echo(o.diff, nl=not o.diff.endswith("\n"))
         for message in o.messages:
             click.echo(f"warning: {message}", err=True)
-    bad = {SyncStatus.FAILED, SyncStatus.OUT_OF_STEP} if query else {SyncStatus.FAILED}
-    sys.exit(1 if any(o.status in bad for o in outcomes) else 0)
+    sys.exit(_exit_code(outcomes, query=query))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from kvmrt import diagnostics as diag
 from kvmrt.config.inifile import Section, shorten
-from kvmrt.config.sets import CpuSpec, IdSet, PciSet, parse_decimal
+from kvmrt.sets import CpuSpec, IdSet, PciSet, parse_decimal
 from kvmrt.errors import SetSyntaxError
 
 

@@ -20,8 +20,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from kvmrt import api
 from kvmrt.config.file import DEFAULT_PATH, Config
-from kvmrt.config.sets import format_ids
 from kvmrt.dashboard.failures import deliver, error_line
+from kvmrt.sets import format_ids
 from kvmrt.status import VmStatus
 
 REFRESH_SECONDS = 2.0

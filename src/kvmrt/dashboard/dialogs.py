@@ -14,8 +14,8 @@ from textual.widgets import DataTable, Footer, Header, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from kvmrt import api
-from kvmrt.config.sets import format_ids
 from kvmrt.dashboard.failures import deliver, error_line
+from kvmrt.sets import format_ids
 from kvmrt.status import VmStatus
 
 

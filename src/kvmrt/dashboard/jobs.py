@@ -17,8 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Log, RadioButton, RadioSet
 
-from kvmrt import api
+from kvmrt import api, lifecycle
 from kvmrt.dashboard.failures import error_line
+from kvmrt.errors import KvmrtError
 
 Say = Callable[[str], None]
 
@@ -57,9 +58,9 @@ class Job:
                           clean=self.clean, dry_run=self.dry_run,
                           progress=lambda r: [say(line) for line in
                                               api.result_lines(r, verbose=self.dry_run)])
-        lines = api.engine_lines(report.recovered, "recovered:") + [
-            f"warning: {w}" for w in report.warnings]
-        lines += api.engine_lines(report.shielded, "shielded the new VMs' threads:")
+        lines = _batch(lifecycle.RECOVERED, report.recovered)
+        lines += [f"warning: {w}" for w in report.warnings]
+        lines += _batch(lifecycle.SHIELDED, report.shielded)
         if not report.selected:
             lines.append("no VM to boot (none has autostart = true; name VMs or use "
                          "'every enabled VM')")
@@ -79,19 +80,25 @@ class Job:
                               dry_run=self.dry_run, sequential=bool(self.names), say=say)
         if self.dry_run:
             say("would shut down: " + (", ".join(report.would_stop) or "nothing"))
-            for action in report.planned:
-                say(f"  {action.describe()}")
+            for line in api.action_lines(report.planned, verbose=True):
+                say(line)
             return True
         for r in report.results:
             if r.error:
                 say(f"{r.name}: failed: {r.error}")
-        for line in (api.engine_lines(report.restored, "host: restored")
-                     + api.engine_lines(report.recovered, "recovered:")):
+        for line in (_batch(lifecycle.RESTORED, report.restored)
+                     + _batch(lifecycle.RECOVERED, report.recovered)):
             say(line)
         if not report.results:
             say("no VM of the config is running" if not self.names
                 else f"{', '.join(self.names)}: not running")
         return not report.failed
+
+
+def _batch(what: str, result) -> list[str]:
+    """An engine run's lines as the tools print them, warnings marked."""
+    lines, warnings = api.batch_lines(what, result)
+    return lines + [f"warning: {w}" for w in warnings]
 
 
 def VmJob(what: str, names: list[str]) -> Job:
@@ -133,8 +140,8 @@ class JobScreen(ModalScreen):
         say = lambda line: self.app.call_from_thread(self._say, line)  # noqa: E731
         try:
             ok = self.job.run(self.app.session, say)
-        except api.ConfigHasErrors as exc:
-            for d in exc.errors:
+        except KvmrtError as exc:   # a refused config or VM: the validator's lines first
+            for d in getattr(exc, "diagnostics", []):
                 say(d.format())
             say(f"error: {exc}")
             ok = False

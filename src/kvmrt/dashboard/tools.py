@@ -12,8 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from kvmrt import api
-from kvmrt.config.sets import format_ids
 from kvmrt.dashboard.failures import deliver, error_line
+from kvmrt.sets import format_ids
 
 
 def _n(value) -> str:

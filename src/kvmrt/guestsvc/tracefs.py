@@ -18,7 +18,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError
 from kvmrt.hostcheck.kernel import parse_mounts
 

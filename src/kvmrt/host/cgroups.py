@@ -16,7 +16,7 @@ needs restoring and :func:`read_cpusets` returns ``{}``.
 
 from __future__ import annotations
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import HostWriteError
 from kvmrt.host.fs import HostFS, host_read_errors
 

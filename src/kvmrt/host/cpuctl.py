@@ -16,7 +16,7 @@ import errno
 from kvmrt.errors import HostReadError, HostWriteError, OfflineRefused
 from kvmrt.host.fs import HostFS, host_read_errors
 
-CPU_DIR = "sys/devices/system/cpu"
+CPU_DIR = "sys/devices/system/cpu"   # the one name of the sysfs CPU directory
 _REFUSALS = frozenset({errno.EBUSY, errno.EPERM, errno.EINVAL})
 
 
@@ -24,12 +24,15 @@ def online_file(cpu: int) -> str:
     return f"{CPU_DIR}/cpu{cpu}/online"
 
 
-def is_online(fs: HostFS, cpu: int) -> bool:
-    """``cpuN/online``, or the global ``online`` list for a CPU without one."""
+def is_online(fs: HostFS, cpu: int, *, online_list: frozenset[int] | None = None) -> bool:
+    """``cpuN/online``, or for a CPU without one the global ``online`` list
+    (``online_list``, when the caller has read it already)."""
     with host_read_errors():
         state = fs.read(online_file(cpu), default=None)
         if state is None:
-            return cpu in fs.read_cpulist(f"{CPU_DIR}/online")
+            if online_list is None:
+                online_list = fs.read_cpulist(f"{CPU_DIR}/online")
+            return cpu in online_list
     if state not in ("0", "1"):
         raise HostReadError(str(fs.path(online_file(cpu))), f"not 0 or 1: {state!r}")
     return state == "1"

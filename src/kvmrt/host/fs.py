@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, TypeVar
 
-from kvmrt.config.sets import IdSet, format_ids
+from kvmrt.sets import IdSet, format_ids
 from kvmrt.errors import HostReadError, SetSyntaxError
 from kvmrt.host.masks import format_mask, mask_bits
 

@@ -22,10 +22,11 @@ What the kernel does that matters here:
 from __future__ import annotations
 
 import errno
+import itertools
 import re
 from dataclasses import dataclass
 
-from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.sets import PciAddress, format_ids
 from kvmrt.errors import HostReadError, HostWriteError, IrqRefused
 from kvmrt.host.fs import HostFS, host_read_errors
 from kvmrt.host.masks import format_mask, mask_bits, read_mask
@@ -69,6 +70,38 @@ def parse_interrupts(text: str) -> dict[int, str]:
 
 
 _COUNTS = " 0123456789"
+
+
+def interrupt_counts(text: str) -> tuple[list[int], dict[str, list[int]]]:
+    """``/proc/interrupts`` as counts: the CPUs of its columns (the online
+    ones) and each line's count per CPU, by the line's name (``25``,
+    ``NMI``, ``LOC``...); a line with fewer counts (``ERR``) has those."""
+    lines = text.splitlines()
+    cpus = _header_cpus(lines)
+    counts = {}
+    for line in lines[1:]:
+        head, colon, rest = line.partition(":")
+        if not colon:
+            continue
+        fields = rest.split(None, len(cpus))[:len(cpus)]
+        numbers = list(itertools.takewhile(str.isdecimal, fields))
+        if numbers:
+            counts[head.strip()] = [int(n) for n in numbers]
+    return cpus, counts
+
+
+def _header_cpus(lines: list[str]) -> list[int]:
+    """The CPU ids of the header line (``CPU0 CPU1 ...``), [] without one."""
+    if not lines or _irq_number(lines[0]) is not None:
+        return []
+    return [int(w[3:]) for w in lines[0].split() if w.startswith("CPU") and w[3:].isdecimal()]
+
+
+def _irq_number(line: str) -> int | None:
+    """The IRQ number of a line ``"  25: ..."``; None for ``NMI:``, the header..."""
+    head, colon, _ = line.partition(":")
+    head = head.lstrip()
+    return int(head) if colon and head.isdecimal() else None
 
 
 def _actions(rest: str) -> str:

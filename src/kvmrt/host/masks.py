@@ -9,12 +9,19 @@ CPUs, ``3`` for 2). It accepts them back with or without the padding.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Iterable
+from pathlib import Path
+from typing import Iterable, Protocol
 
 from kvmrt.errors import HostReadError, SetSyntaxError
 
-if TYPE_CHECKING:  # fs rewrites masks in status files: it imports this module
-    from kvmrt.host.fs import HostFS
+
+class MaskFiles(Protocol):
+    """What :func:`read_mask` needs of a :class:`kvmrt.host.fs.HostFS` (fs
+    rewrites masks in status files: it imports this module, not the reverse)."""
+
+    def read(self, rel: str, default: None) -> str | None: ...
+
+    def path(self, rel: str) -> Path: ...
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -62,7 +69,7 @@ def mask_bits(text: str) -> int:
     return 4 * len(text.strip().replace(",", ""))
 
 
-def read_mask(fs: HostFS, rel: str) -> frozenset[int] | None:
+def read_mask(fs: MaskFiles, rel: str) -> frozenset[int] | None:
     """A hex-mask file as CPU ids; ``None`` when the file is absent.
 
     Raises :class:`HostReadError` naming the file when it does not parse.

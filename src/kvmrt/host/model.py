@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping
 
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 
 
 @dataclass(frozen=True)

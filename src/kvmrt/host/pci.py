@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import HostReadError
 from kvmrt.host.fs import HostFS, host_read_errors
 from kvmrt.host.model import PciDevice

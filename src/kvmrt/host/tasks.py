@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import HostReadError, HostWriteError, NotMovable, TaskVanished
 from kvmrt.host.fs import HostFS
 
@@ -161,19 +161,6 @@ def read_tasks(fs: HostFS, pids: Iterable[int] | None = None) -> list[Task]:
             except TaskVanished:
                 continue
     return tasks
-
-
-def process_runs(fs: HostFS, comm: str) -> bool:
-    """Does a process named ``comm`` run? One read of ``proc/PID/comm`` per
-    process: a thread's name is its own (``prctl``), the process's is its
-    main thread's."""
-    for name in _proc_entries(fs):
-        try:
-            if name.isdigit() and fs.read(f"proc/{name}/comm", default=None) == comm:
-                return True
-        except ProcessLookupError:
-            continue    # exited while read
-    return False
 
 
 def _proc_entries(fs: HostFS) -> list[str]:

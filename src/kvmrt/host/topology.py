@@ -31,9 +31,9 @@ from typing import Iterable
 
 from kvmrt.errors import HostReadError
 from kvmrt.host.fs import HostFS, host_read_errors
+from kvmrt.host.cpuctl import CPU_DIR, is_online
 from kvmrt.host.model import RawCpu, Topology
 
-CPU_DIR = "sys/devices/system/cpu"
 NODE_DIR = "sys/devices/system/node"
 
 _CPU_ENTRY = re.compile(r"cpu(\d+)\Z")
@@ -75,7 +75,7 @@ def read_cpu(fs: HostFS, cpu: int, *, online_list: frozenset[int],
     """One CPU's sysfs data; topology fields are ``None`` while it is offline.
     ``nodes`` are the host's nodes (:func:`read_nodes`)."""
     base = f"{CPU_DIR}/cpu{cpu}"
-    online = cpu_online(fs, cpu, online_list=online_list)
+    online = is_online(fs, cpu, online_list=online_list)
     node = cpu_node(fs, cpu, nodes)
     topo = f"{base}/topology"
     # No cpuN/online file: the kernel cannot take this CPU offline (cpu0).
@@ -92,14 +92,6 @@ def read_cpu(fs: HostFS, cpu: int, *, online_list: frozenset[int],
         node=node,
         siblings=thread_siblings(fs, cpu),
     )
-
-
-def cpu_online(fs: HostFS, cpu: int, *, online_list: frozenset[int]) -> bool:
-    """``cpuN/online``, or membership in the global ``online`` list without it."""
-    state = fs.read(f"{CPU_DIR}/cpu{cpu}/online", default=None)
-    if state is None:
-        return cpu in online_list
-    return state == "1"
 
 
 def cpu_node(fs: HostFS, cpu: int, nodes: Iterable[int]) -> int | None:

@@ -12,15 +12,13 @@ from __future__ import annotations
 from functools import cached_property
 
 from kvmrt.config.file import Config
-from kvmrt.errors import UnknownHostObject
+from kvmrt.host.cpuctl import CPU_DIR
 from kvmrt.host.fs import HostFS
 from kvmrt.host.model import Host
+from kvmrt.host.topology import NODE_DIR
 from kvmrt.hostcheck.kernel import CpuInfo, KernelCmdline
 from kvmrt.hostcheck.machine import KvmAccess, LibvirtSession, Machine, Undetermined
-from kvmrt.placement import Placement, place
-
-CPU_DIR = "sys/devices/system/cpu"
-NODE_DIR = "sys/devices/system/node"
+from kvmrt.placement import Placement, place_all
 
 
 class Context:
@@ -82,15 +80,7 @@ class Context:
         """Placements of the config's active VMs that can be placed on this host."""
         if self.config is None:
             return []
-        out = []
-        for vm in self.config.active():
-            if vm.invalid or not vm.values.get("name"):
-                continue
-            try:
-                out.append(place(vm, self.host.topology))
-            except UnknownHostObject:
-                continue
-        return out
+        return place_all(self.config.active(), self.host.topology)
 
     @cached_property
     def rt_placements(self) -> list[Placement]:

@@ -9,7 +9,7 @@ cgroup version and controllers.
 
 from __future__ import annotations
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.hostcheck.context import CPU_DIR, Context, missing
 from kvmrt.hostcheck.kernel import brace_cpus, parse_mounts
 from kvmrt.hostcheck.registry import check

@@ -11,26 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvmrt.config.sets import format_ids
+from kvmrt.host.procs import IRQBALANCE, pids_named
+from kvmrt.sets import format_ids
 from kvmrt.hostcheck.context import CPU_DIR, Context, focus_cpus, missing
 from kvmrt.hostcheck.kernel import brace_cpus, parse_mounts
 from kvmrt.hostcheck.registry import check
 from kvmrt.hostcheck.result import Finding, ok, skipped, warn
 
 DEEP_LATENCY_US = 10  # idle states that take longer than this to exit are "deep"
-
-
-def task_pids(ctx: Context, comm: str) -> list[int]:
-    """PIDs whose ``comm`` is ``comm``; tasks that exit meanwhile are skipped."""
-    pids = []
-    for name in (n for n in ctx.fs.listdir("proc", default=[]) if n.isdigit()):
-        try:
-            text = ctx.fs.read(f"proc/{name}/comm", default=None)
-        except ProcessLookupError:  # the task exited between listing and reading
-            continue
-        if text == comm:
-            pids.append(int(name))
-    return pids
 
 
 def hidepid(ctx: Context) -> str | None:
@@ -45,7 +33,7 @@ def hidepid(ctx: Context) -> str | None:
 @check("irqbalance")
 def irqbalance(ctx: Context) -> Finding:
     """irqbalance is not running (it rewrites IRQ affinity behind kvmrt's back)."""
-    pids = task_pids(ctx, "irqbalance")
+    pids = pids_named(ctx.fs, IRQBALANCE)
     cpus = format_ids(ctx.rt_owned) or "CPUS"
     if pids:
         return warn(f"irqbalance is running (pid {', '.join(map(str, pids))}): it moves "

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import SetSyntaxError
 
 

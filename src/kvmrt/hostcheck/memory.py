@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.hostcheck.context import NODE_DIR, Context, missing
 from kvmrt.hostcheck.kernel import format_bytes, parse_meminfo
 from kvmrt.hostcheck.machine import DomainMemory, Undetermined

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from kvmrt.config.model import VmConfig
-from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.sets import PciAddress, format_ids
 from kvmrt.errors import UnknownHostObject
 from kvmrt.hostcheck.context import Context
 from kvmrt.hostcheck.registry import check_each

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import SetSyntaxError
 from kvmrt.hostcheck.context import CPU_DIR, Context, missing
 from kvmrt.hostcheck.kernel import parse_kernel_cpulist, split_isolcpus

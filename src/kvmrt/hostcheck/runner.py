@@ -15,8 +15,8 @@ import libvirt
 from kvmrt.config.file import Config
 from kvmrt.errors import HostReadError
 from kvmrt.host import HostFS, read_host
-from kvmrt.hostcheck import (cpus, interference, iommu, kernelknobs, libvirtd,  # noqa: F401
-                             memory, pcidevs, rtkernel, timesync, virt, vmconfig)
+from kvmrt.hostcheck import (cpus, guests, interference, iommu, kernelknobs,  # noqa: F401
+                             libvirtd, memory, pcidevs, rtkernel, timesync, virt, vmconfig)
 from kvmrt.hostcheck.context import Context
 from kvmrt.hostcheck.machine import LibvirtSession, Machine, Undetermined
 from kvmrt.hostcheck.registry import REGISTRY, Check
@@ -24,8 +24,8 @@ from kvmrt.hostcheck.result import Finding, Report, Result, skipped, warn
 
 # The areas, in the order their checks are printed. Importing a module
 # registers its checks, in the order they are written there.
-AREAS = (vmconfig, virt, iommu, pcidevs, libvirtd, rtkernel, interference, kernelknobs,
-         memory, cpus, timesync)
+AREAS = (vmconfig, virt, iommu, pcidevs, libvirtd, guests, rtkernel, interference,
+         kernelknobs, memory, cpus, timesync)
 
 
 def checks() -> list[Check]:

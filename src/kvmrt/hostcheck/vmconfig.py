@@ -3,7 +3,7 @@ whether ``kvmrt-validate-config`` would find errors in it on this host."""
 
 from __future__ import annotations
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.hostcheck.context import Context
 from kvmrt.hostcheck.registry import check
 from kvmrt.hostcheck.result import Finding, ok, warn

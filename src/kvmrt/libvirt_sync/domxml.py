@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from kvmrt.config.sets import PciAddress, PciSet, format_ids
+from kvmrt.sets import PciAddress, PciSet, format_ids
 from kvmrt.errors import DomainXmlError
 from kvmrt.libvirt_sync import domxml_channel, domxml_tree as tree
 from kvmrt.libvirt_sync.domxml_cputune import (

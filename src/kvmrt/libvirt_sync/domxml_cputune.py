@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.libvirt_sync import domxml_tree as tree
 from kvmrt.libvirt_sync.domxml_values import cpuset_of, parse_cpuset, uint_of
 

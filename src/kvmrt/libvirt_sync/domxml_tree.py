@@ -1,9 +1,14 @@
 """Editing a libvirt domain XML in place, so that diffs stay minimal.
 
-A :class:`Document` keeps what lxml cannot: the text before and after the
-root element (XML declaration, comments) verbatim and the quote style of
-the attributes (libvirt writes ``'``, lxml ``"``). Whitespace and comments
-inside the root are kept by the parser.
+The XML comes from libvirt (``virDomainGetXMLDesc``), and a
+:class:`Document` writes it back the way libvirt wrote it, so that an
+unchanged domain reads back unchanged and a diff shows only what kvmrt
+changed: lxml keeps whitespace, comments and attribute order, but writes
+``"`` around attributes and namespace declarations first, where libvirt
+writes ``'``, its declarations last and ``&apos;``/``&quot;`` in text.
+Inside ``<metadata>`` libvirt writes what libxml2 writes, as lxml does.
+(libvirt's XML has no XML declaration, prolog or comment around the root:
+none is kept.)
 
 The helpers create elements where libvirt's schema order puts them, indent
 them like their siblings, and, when they remove an element, leave the
@@ -26,103 +31,64 @@ _PARSER = etree.XMLParser(
     remove_blank_text=False, remove_comments=False, remove_pis=False,
     resolve_entities=False, no_network=True, strip_cdata=False,
 )
-_DECLARATION = re.compile(r"<\?xml\s[^>]*\?>")
-_PROLOG = re.compile(
-    r"(?:\s|<\?(?:(?!\?>).)*\?>|<!--(?:(?!-->).)*-->|<!DOCTYPE(?:[^\[>]|\[.*?\])*>)*", re.S
-)
-_EPILOG = re.compile(r"(?:\s|<\?(?:(?!\?>).)*\?>|<!--(?:(?!-->).)*-->)*\Z", re.S)
-# Markup in document order; group "tag" is a start tag, "attrs" its attributes.
+# lxml's output, piece by piece: markup that is left alone, a start tag
+# (groups "tag" and "attrs"), or text (group "text").
 _MARKUP = re.compile(
     r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>|<![^>]*>|</[^>]*>"
-    r"|<(?P<tag>[^\s/>]+)(?P<attrs>(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|\"[^\"]*\"))*)\s*/?>",
+    r"|<(?P<tag>[^\s/>]+)(?P<attrs>(?:\s+[^\s=/>]+=\"[^\"]*\")*)\s*/?>|(?P<text>[^<]+)",
     re.S,
 )
-_ATTRIBUTE = re.compile(r"(\s+)([^\s=/>]+)(\s*=\s*)('[^']*'|\"[^\"]*\")")
-Quotes = dict[str, str]  # attribute name as written → its quote character
+_ATTRIBUTE = re.compile(r"\s+([^\s=/>]+)=\"([^\"]*)\"")
+_LIBVIRT_ESCAPES = str.maketrans({"'": "&apos;", '"': "&quot;"})
 
 
 @dataclass
 class Document:
-    """A parsed domain XML and what is needed to write it back as it was:
-    the text around the root element, and the quote character of each
-    attribute (lxml would write every one with ``"``). New attributes get
-    the quote of the document's first one (``'`` in libvirt's XML)."""
+    """A parsed domain XML, written back in libvirt's style; ``end`` is the
+    line break libvirt puts after ``</domain>``."""
 
     root: etree._Element
-    prolog: str
-    epilog: str
-    quotes: dict[etree._Element, Quotes]
-    default_quote: str
+    end: str = ""
 
     def serialize(self) -> str:
         body = etree.tostring(self.root, encoding="unicode", with_tail=False)
-        elements = iter(_elements(self.root))
-
-        def start_tag(markup: re.Match) -> str:
-            if markup.group("tag") is None:
-                return markup.group(0)
-            source = self.quotes.get(next(elements), {})
-            return _requoted(markup, source, self.default_quote)
-
-        return self.prolog + _MARKUP.sub(start_tag, body) + self.epilog
+        out: list[str] = []
+        path: list[str] = []        # the open elements
+        for markup in _MARKUP.finditer(body):
+            piece = markup.group(0)
+            out.append(piece if path[1:2] == ["metadata"] else _libvirt_style(markup))
+            if markup.group("tag") is not None and not piece.endswith("/>"):
+                path.append(markup.group("tag"))
+            elif piece.startswith("</"):
+                path.pop()
+        return "".join(out) + self.end
 
 
 def parse_domain(xml: str) -> Document:
     """Parse a domain XML; :class:`DomainXmlError` when it is not one."""
     if not isinstance(xml, str):
         raise DomainXmlError(f"expected the XML as text, got {type(xml).__name__}")
-    declaration = _DECLARATION.match(xml)
-    start = declaration.end() if declaration else 0
     try:
-        root = etree.fromstring(xml[start:], _PARSER)
+        root = etree.fromstring(xml.encode(), _PARSER)
     except etree.XMLSyntaxError as exc:
-        line = exc.lineno + xml[:start].count("\n") if exc.lineno else None
-        raise DomainXmlError(f"not well-formed XML: {exc.msg}", line) from exc
+        raise DomainXmlError(f"not well-formed XML: {exc.msg}", exc.lineno or None) from exc
     if root.tag != "domain":
         raise DomainXmlError(f"the root element is <{_name(root)}>, not <domain>", root.sourceline)
-    prolog = _PROLOG.match(xml, start).group(0)
-    epilog = _EPILOG.search(xml).group(0)
-    quotes = _source_quotes(xml[start + len(prolog):len(xml) - len(epilog)], root)
-    first = next((q for qs in quotes.values() for q in qs.values()), "'")
-    return Document(root, xml[:start] + prolog, epilog, quotes, first)
+    return Document(root, xml[len(xml.rstrip()):])
 
 
-def _elements(root: etree._Element) -> list[etree._Element]:
-    return [el for el in root.iter() if isinstance(el.tag, str)]
-
-
-def _source_quotes(body: str, root: etree._Element) -> dict[etree._Element, Quotes]:
-    """The quote of every attribute of every element, read from the source.
-
-    Start tags and elements are both in document order; when they do not
-    pair up (entities that expand to elements), no quotes are known.
-    """
-    tags = [m.group("attrs") for m in _MARKUP.finditer(body) if m.group("tag") is not None]
-    elements = _elements(root)
-    if len(tags) != len(elements):
-        return {}
-    return {el: {a.group(2): a.group(4)[0] for a in _ATTRIBUTE.finditer(attrs)}
-            for el, attrs in zip(elements, tags)}
-
-
-def _requoted(tag: re.Match, source: Quotes, default: str) -> str:
-    """A start tag as lxml wrote it (``name="value"``, namespace declarations
-    first), with the attributes in their source order and quotes."""
-    attributes = list(_ATTRIBUTE.finditer(tag.group("attrs")))
-    order = {name: i for i, name in enumerate(source)}
-    attributes.sort(key=lambda a: order.get(a.group(2), len(order)))
-    written = "".join(_quoted(a, source.get(a.group(2), default)) for a in attributes)
-    start, end = tag.span("attrs")
-    whole = tag.group(0)
-    return whole[:start - tag.start()] + written + whole[end - tag.start():]
-
-
-def _quoted(attribute: re.Match, quote: str) -> str:
-    """One attribute as lxml wrote it (`` name="value"``), with ``quote``."""
-    space, name, equals, value = attribute.groups()
-    if quote == "'":
-        value = "'" + value[1:-1].replace("'", "&apos;") + "'"
-    return f"{space}{name}{equals}{value}"
+def _libvirt_style(markup: re.Match) -> str:
+    """One piece of lxml's output as libvirt writes it."""
+    if markup.group("text") is not None:
+        return markup.group("text").translate(_LIBVIRT_ESCAPES)
+    if not markup.group("attrs"):
+        return markup.group(0)
+    found = _ATTRIBUTE.findall(markup.group("attrs"))
+    found.sort(key=lambda a: a[0] == "xmlns" or a[0].startswith("xmlns:"))
+    written = "".join(f" {name}='{value.replace(chr(39), '&apos;')}'" for name, value in found)
+    start, end = markup.span("attrs")
+    whole, at = markup.group(0), markup.start()
+    return whole[:start - at] + written + whole[end - at:]
 
 
 def _name(el: etree._Element) -> str:

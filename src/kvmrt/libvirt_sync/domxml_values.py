@@ -15,7 +15,7 @@ import re
 
 from lxml import etree
 
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import DomainXmlError
 
 _C_NUMBER = re.compile(r"\s*(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\s*\Z")

@@ -21,7 +21,7 @@ from enum import StrEnum
 
 from kvmrt.config.file import format_config
 from kvmrt.config.model import AUTO, VmConfig
-from kvmrt.config.sets import CpuSpec, IdSet, PciSet, format_ids
+from kvmrt.sets import CpuSpec, IdSet, PciSet, format_ids
 from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Topology
 from kvmrt.libvirt_sync.domains import Domain, Domains
@@ -114,6 +114,8 @@ def apply_change(change: XmlChange, domains: Domains) -> list[str]:
 
 
 def check_rename(change: XmlChange, domains: Domains) -> None:
+    """Raise :class:`RenameRefused` unless the domain may take the VM's
+    name: it is shut off and no other domain has that name."""
     if not change.domain.shut_off:
         raise RenameRefused(change.vm, change.domain,
                             f"the domain is {change.domain.state}; shut it down first")

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kvmrt import lockfile
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError, SetSyntaxError
 from kvmrt.host.fs import HostFS, parse_cpulist
 from kvmrt.tuning.model import Action, TunedVm

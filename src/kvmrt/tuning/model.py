@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Union
 
-from kvmrt.config.sets import PciAddress, format_ids
+from kvmrt.sets import PciAddress, format_ids
 from kvmrt.host.fs import HostFS
 from kvmrt.host.irqs import Irq
 from kvmrt.host.tasks import Task

@@ -50,7 +50,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.tuning.model import Action, Setting, Snapshot, TunedVm, Value, Wanted
 from kvmrt.tuning.settings import KINDS
 

@@ -48,7 +48,7 @@ import functools
 from dataclasses import dataclass
 from typing import ClassVar, Iterator
 
-from kvmrt.config.sets import format_ids
+from kvmrt.sets import format_ids
 from kvmrt.errors import HostWriteError
 from kvmrt.host import cgroups, cpuctl, irqs, tasks
 from kvmrt.host.fs import HostFS

@@ -8,7 +8,10 @@ by a lock in the state directory, its PID in ``watcher.pid`` there, mode
 0644); every half second, under the journal's lock, it binds any such IRQ
 of a device of a VM the journal holds to the VM's IRQ CPU, journaling the
 old value first. It exits when no tuned VM with passthrough devices runs
-any more.
+any more. Under systemd it runs as ``kvmrt-vfio-watch.service`` (part of
+``kvmrt.service``) when that unit is installed. The IRQs it binds and its
+failures go to the system log; a failure is also kept in ``watcher.error``
+there, for ``kvmrt-stat``.
 
 Run by hand for debugging: ``python -m kvmrt.tuning.watcher [--once]``.
 """
@@ -21,10 +24,11 @@ import subprocess
 import sys
 import time
 
-from kvmrt.config.sets import PciAddress
+from kvmrt.sets import PciAddress
 from kvmrt.errors import KvmrtError
 from kvmrt.host import irqs, qemu
 from kvmrt.host.fs import HostFS
+from kvmrt.hostlog import HostLog
 from kvmrt.lockfile import LockBusy
 from kvmrt.tuning.journal import Journal, JournalState
 from kvmrt.tuning.model import Action
@@ -33,6 +37,8 @@ from kvmrt.tuning.settings import IrqAffinity
 INTERVAL = 0.5
 WATCHER_LOCK = "watcher.lock"
 PIDFILE = "watcher.pid"
+ERRORFILE = "watcher.error"
+UNIT = "kvmrt-vfio-watch.service"
 
 
 def assignments(fs: HostFS, state: JournalState) -> dict[PciAddress, int]:
@@ -90,8 +96,12 @@ def run(fs: HostFS, *, once: bool = False) -> None:
         except BlockingIOError:
             return  # another watcher runs
         _write_pid(journal)
+        journal.remove_file(ERRORFILE)
         try:
             _loop(fs, journal, once=once)
+        except Exception as exc:   # any failure: say it where people look, then fail
+            _failed(journal, f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             journal.remove_file(PIDFILE)
     finally:
@@ -106,21 +116,69 @@ def _write_pid(journal: Journal) -> None:
         os.close(fd)
 
 
+def _failed(journal: Journal, error: str) -> None:
+    HostLog().warning(f"vfio IRQ watcher failed: {error}")
+    fd = journal.open_file(ERRORFILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, f"{error}\n".encode())
+    finally:
+        os.close(fd)
+
+
 def _loop(fs: HostFS, journal: Journal, *, once: bool) -> None:
+    log = HostLog()
     while True:
-        _moved, go_on = watch_once(fs, journal)
+        moved, go_on = watch_once(fs, journal)
+        if moved:
+            log.info(f"vfio IRQ watcher: {moved} IRQ(s) bound to their VM's IRQ CPU")
         if once or not go_on:
             return
         time.sleep(INTERVAL)
 
 
+def running(journal: Journal) -> bool:
+    """Whether a watcher runs (it holds its lock while it does)."""
+    if journal.read_file(WATCHER_LOCK) is None:
+        return False    # no watcher ever ran
+    fd = journal.open_file(WATCHER_LOCK, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def problems(fs: HostFS, state: JournalState) -> list[str]:
+    """For kvmrt-stat: the watcher is not running while a tuned VM with
+    passthrough devices runs (with its last error, if it failed)."""
+    journal = Journal.for_host(fs)
+    if not assignments(fs, state) or running(journal):
+        return []
+    error = (journal.read_file(ERRORFILE) or b"").decode(errors="replace").strip()
+    return ["the vfio IRQ watcher is not running" + (f" (it failed: {error})" if error else "")
+            + f"; kvmrt-boot starts it again (under systemd: systemctl status {UNIT})"]
+
+
+def _start_unit(fs: HostFS) -> bool:
+    """Under systemd, on the real host: start the watcher's unit; False
+    when systemd does not run or the unit is not installed."""
+    if str(fs.root) != "/" or not os.path.isdir("/run/systemd/system"):
+        return False
+    return subprocess.run(["systemctl", "start", UNIT], stdin=subprocess.DEVNULL,
+                          capture_output=True).returncode == 0
+
+
 def start_background(fs: HostFS, *, wait: float = 2.0) -> int | None:
-    """Start a detached watcher (it exits at once if one already runs) and
-    return the PID of the watcher that runs, once it has said so."""
-    env = {**os.environ, "KVMRT_FSROOT": str(fs.root)}
-    subprocess.Popen([sys.executable, "-m", "kvmrt.tuning.watcher"], env=env,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    """Start the watcher (its systemd unit, else a detached process; it
+    exits at once if one already runs) and return the PID of the watcher
+    that runs, once it has said so."""
+    if not _start_unit(fs):
+        env = {**os.environ, "KVMRT_FSROOT": str(fs.root)}
+        subprocess.Popen([sys.executable, "-m", "kvmrt.tuning.watcher"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     journal = Journal.for_host(fs)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

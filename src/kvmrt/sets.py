@@ -1,4 +1,8 @@
-"""The set types of the config file (SPEC 1.1): ID-set, CPUSET and PCISET.
+"""The set types of kvmrt (SPEC 1.1): ID-set, CPUSET and PCISET.
+
+The config file, the host readers and the tuning all use them, so they
+depend on nothing of kvmrt but its errors: :meth:`CpuSpec.resolve` takes
+any :class:`CpuGroups` (a :class:`kvmrt.host.model.Topology` is one).
 
 Each is a value type with a parser and a canonical formatter, so that
 ``str(X.parse(s))`` is stable and ``X.parse(str(x)) == x``. Strings exist
@@ -25,12 +29,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Mapping, Protocol
 
 from kvmrt.errors import SetSyntaxError, UnknownHostObject
-
-if TYPE_CHECKING:  # pragma: no cover
-    from kvmrt.host.model import Topology
 
 _INT = re.compile(r"[0-9]+\Z")
 
@@ -173,6 +174,17 @@ class IdSet(frozenset):
         return f"IdSet({str(self)!r})"
 
 
+class CpuGroups(Protocol):
+    """What resolving a CPUSET needs of a host: its CPUs and their groups."""
+
+    @property
+    def all_cpus(self) -> frozenset[int]: ...
+
+    def group(self, kind: str) -> Mapping[int, frozenset[int]]:
+        """CPUs by ``kind``: 'node', 'core', 'die' or 'package'."""
+        ...
+
+
 # Prefix letters and the topology group each names, in canonical order.
 PREFIXES = {"p": "package", "d": "die", "n": "node", "c": "core"}
 
@@ -228,7 +240,7 @@ class CpuSpec:
         body = ",".join(format_ids(ids, prefix) for prefix, ids in self.groups)
         return f"~{body}" if self.complement else body
 
-    def resolve(self, topology: "Topology") -> frozenset[int]:
+    def resolve(self, topology: CpuGroups) -> frozenset[int]:
         """The host CPUs this spec names.
 
         Raises :class:`UnknownHostObject` for the first element that names
