@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -465,31 +464,7 @@ def clone_config(source: str, target: str) -> None:
     text = inifile.read_config(source)
     mode = os.stat(source).st_mode & 0o7777
     with inifile.locked(target):
-        _write_new(target, text, mode)
-
-
-def _write_new(path: str, text: str, mode: int) -> None:
-    """Write a complete copy beside ``path`` (mode set before any byte),
-    then give it the name with link(2), which refuses an existing file."""
-    directory, base = os.path.split(os.path.abspath(path))
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", dir=directory)
-    except OSError as exc:
-        raise ConfigFileError(path, f"cannot create a file in {directory}: "
-                              f"{exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(temp, path)
-    except FileExistsError:
-        raise KvmrtError(f"{path}: exists already; not overwritten") from None
-    except OSError as exc:
-        raise ConfigFileError(path, exc.strerror or str(exc)) from exc
-    finally:
-        os.unlink(temp)
+        inifile.write_new(target, text, mode)
 
 
 @dataclass(frozen=True)

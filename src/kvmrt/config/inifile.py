@@ -87,7 +87,7 @@ import stat
 import tempfile
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from kvmrt import lockfile
 from kvmrt.errors import ConfigFileError, IniFormatError
@@ -461,14 +461,43 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     removed by the next :func:`locked`.
     """
     name = os.fsdecode(path)
+    target = os.path.realpath(path)
+    _write_complete(name, target, text, _existing_meta(name, target),
+                    lambda temp: os.replace(temp, target))
+    _sync_directory(name, os.path.dirname(target))
+
+
+def write_new(path: str | os.PathLike, text: str, mode: int) -> None:
+    """Create the file ``path`` with ``text`` and ``mode``, complete before
+    it has its name (link(2) of a finished copy); an existing file is never
+    replaced: ConfigFileError "exists already"."""
+    name = os.fsdecode(path)
+    target = os.path.abspath(path)
+
+    def link(temp: str) -> None:
+        try:
+            os.link(temp, target)
+        finally:
+            os.unlink(temp)
+
+    try:
+        _write_complete(name, target, text, (mode, -1, -1), link)
+    except FileExistsError:
+        raise ConfigFileError(name, "exists already; not overwritten") from None
+    _sync_directory(name, os.path.dirname(target))
+
+
+def _write_complete(name: str, target: str, text: str, meta: tuple[int, int, int],
+                    publish: Callable[[str], None]) -> None:
+    """Write ``text`` to a new ``.NAME.PID.XXXXXXXX`` beside ``target``
+    (mode and owner ``meta`` before any byte, fsynced), then ``publish(temp)``
+    gives it its name. On failure no temporary file is left."""
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ConfigFileError(name, f"text cannot be written as UTF-8 ({exc.reason} "
                               f"at character {exc.start})") from exc
-    target = os.path.realpath(path)
     directory, base = os.path.split(target)
-    meta = _existing_meta(name, target)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", dir=directory)
     except OSError as exc:
@@ -481,14 +510,13 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             os.close(fd)
             raise
         _fill(fd, data)
-        os.replace(temp, target)
+        publish(temp)
     except BaseException as exc:
         with suppress(FileNotFoundError):
             os.unlink(temp)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             raise ConfigFileError(name, f"cannot write {temp}: {_reason(exc)}") from exc
         raise
-    _sync_directory(name, directory)
 
 
 def _stale_copies(directory: str, base: str) -> Iterator[str]:
