@@ -9,7 +9,6 @@ import click
 
 from kvmrt.commands import common
 from kvmrt.config.sets import format_ids
-from kvmrt.errors import UnknownHostObject
 
 if TYPE_CHECKING:
     from kvmrt.placement import Placement
@@ -28,21 +27,14 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     Errors in the config are printed on stderr (exit 1); VMs whose cpuset
     cannot be interpreted are left out.
     """
-    from kvmrt.placement import place, placement_json
-    from kvmrt.validate import validate
+    from kvmrt.placement import placement_json
+    from kvmrt.validate import validate_and_place
 
     config = common.load(path)
-    host = common.host()
-    errors = validate(config, host, include_disabled=include_disabled, names=vms,
-                      errors_only=True)
-    placements = []
-    for vm in config.select(vms, include_disabled=include_disabled):
-        if vm.invalid or not vm.name:
-            continue
-        try:
-            placements.append(place(vm, host.topology))
-        except UnknownHostObject:
-            continue
+    errors, placed = validate_and_place(config, common.host(), include_disabled=include_disabled,
+                                        names=vms, errors_only=True)
+    shown = {id(vm) for vm in config.select(vms, include_disabled=include_disabled)}
+    placements = [p for p in placed if id(p.vm) in shown]
     if as_json:
         common.print_json([placement_json(p) for p in placements])
     else:
