@@ -48,8 +48,9 @@ class _Report:
 
     def add(self, make, code: str, message: str, vm: VmConfig, attribute: str | None,
             *others: VmConfig) -> None:
+        vms = (vm.label, *[o.label for o in others]) if others else (vm.label,)
         self.items.append(make(
-            code, message, vms=(vm.label, *(o.label for o in others)),
+            code, message, vms=vms,
             attribute=attribute, line=vm.line_of(attribute), file=self.path))
 
     def error(self, code, message, vm, attribute, *others) -> None:
