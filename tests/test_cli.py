@@ -91,6 +91,27 @@ def test_show_config_text(threadripper):
     assert "IRQ CPU        23" in out and "numatune       nodes 1-2 (auto)" in out
 
 
+def test_show_config_shows_the_chosen_vms_that_can_be_placed(small, tmp_path):
+    """The named VMs (a disabled one too) in config order, else the active
+    ones; a VM with a malformed value or a CPU the host lacks is left out
+    and its error goes to stderr."""
+    cfg = tmp_path / "k.cfg"
+    cfg.write_text("".join(
+        f"[00000000-0000-4000-8000-00000000000{i}]\nname = {name}\n{extra}\n"
+        for i, (name, extra) in enumerate([
+            ("a", "cpuset = 0-1\n"), ("b", "cpuset = 2\ndisabled = yes\n"),
+            ("c", "cpuset = 9\n"), ("d", "nr_vcpus = many\n"), ("e", "")])))
+    def shown(*args: str) -> list[str]:
+        proc = run("kvmrt-show-config", "-f", str(cfg), "--json", *args, root=small, check=1)
+        assert [line.split(": ")[0] for line in proc.stderr.splitlines()] == [
+            f"{cfg}:12", f"{cfg}:16"]
+        return [vm["name"] for vm in json.loads(proc.stdout)]
+
+    assert shown() == ["a", "e"]
+    assert shown("--all") == ["a", "b", "e"]
+    assert shown("e", "d", "c", "b") == ["b", "e"]
+
+
 def test_validate_config_text_and_exit(threadripper, tmp_path):
     cfg = tmp_path / "k.cfg"
     cfg.write_text(TR_CFG.read_text().replace("cpuset = n1,n2", "cpuset = n1,n2,n7"))

@@ -18,6 +18,18 @@ UUID1 = "fde74e84-0e1b-404e-90e7-72101e79c48a"
 UUID2 = "aeec46cc-0638-4949-ac04-146b233194a9"
 
 
+@pytest.mark.parametrize("header, ok", [
+    (UUID1, True), (UUID1.upper(), True),
+    ("{" + UUID1 + "}", False), ("urn:uuid:" + UUID1, False), (UUID1.replace("-", ""), False),
+    (UUID1[:-1] + "\u0663", False), (UUID1[:-1] + "g", False), (UUID1.replace("-", "_", 1), False),
+    (UUID1[:8] + UUID1[9:13] + "-" + UUID1[8] + UUID1[13:], False)])
+def test_section_header_is_a_uuid_as_libvirt_spells_it(header, ok):
+    """Hex digits in 8-4-4-4-12 groups, either letter case; no other
+    spelling Python's uuid module would accept."""
+    problems = parse_config(f"[{header}]\nname = a\n").problems
+    assert [p.code for p in problems] == ([] if ok else ["bad-uuid"])
+
+
 def test_spec_example_loads_with_every_attribute():
     config = load_config(str(EXAMPLES / "threadripper-5975wx.cfg"))
     assert config.problems == []

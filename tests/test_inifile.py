@@ -179,6 +179,18 @@ PROBLEMS = [
         id="duplicate-key-first-kept-continuation-swallowed",
     ),
     pytest.param(
+        '[a]\nk = "b\\x"\nk = 2\n',
+        [(2, "bad quoted line '\"b\\\\x\"': not a JSON string (Invalid \\escape at column 3)")],
+        [("a", [("k", "2")])],
+        id="key-after-a-dropped-entry-is-no-duplicate",
+    ),
+    pytest.param(
+        "[a]\nk = 1\n[b]\nk = 2\n[a]\nk = 3\n",
+        [(5, "duplicate section [a] (first at line 1)")],
+        [("a", [("k", "1")]), ("b", [("k", "2")])],
+        id="same-key-in-another-section",
+    ),
+    pytest.param(
         "k = 1\n    more\n[a]\nj = 2\n",
         [(1, "key 'k' before the first section header")],
         [("a", [("j", "2")])],

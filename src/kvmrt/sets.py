@@ -264,9 +264,9 @@ class CpuSpec:
 
 def _check_known(ids: frozenset[int], known, kind: str) -> None:
     """UnknownHostObject for the lowest of ``ids`` the host does not have."""
-    missing = sorted(i for i in ids if i not in known)   # no set of the host's ids per call
+    missing = [i for i in ids if i not in known]  # no set of the host's ids per call
     if missing:
-        raise UnknownHostObject(kind, missing[0], format_ids(known))
+        raise UnknownHostObject(kind, min(missing), format_ids(known))
 
 
 _PCI = re.compile(

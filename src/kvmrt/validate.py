@@ -24,7 +24,7 @@ the cpuset, which ``node-shared`` already reports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from kvmrt import diagnostics as diag
 from kvmrt.config.file import Config
@@ -32,9 +32,10 @@ from kvmrt.config.model import AUTO, VmConfig
 from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError, UnknownHostObject
 from kvmrt.host.model import Host, Topology
-from kvmrt.libvirt_sync.domains import Domain
-from kvmrt.libvirt_sync.domxml import apply_config
 from kvmrt.placement import Placement, place
+
+if TYPE_CHECKING:  # libvirt and lxml are loaded only when there are domains
+    from kvmrt.libvirt_sync.domains import Domain
 
 
 class _Report:
@@ -47,8 +48,9 @@ class _Report:
 
     def add(self, make, code: str, message: str, vm: VmConfig, attribute: str | None,
             *others: VmConfig) -> None:
+        vms = (vm.label, *[o.label for o in others]) if others else (vm.label,)
         self.items.append(make(
-            code, message, vms=(vm.label, *(o.label for o in others)),
+            code, message, vms=vms,
             attribute=attribute, line=vm.line_of(attribute), file=self.path))
 
     def error(self, code, message, vm, attribute, *others) -> None:
@@ -90,49 +92,42 @@ def validate(config: Config, host: Host, *, include_disabled: bool = False,
     rules. ``errors_only`` returns the errors alone, sooner: the cross-VM
     rules that can only warn (shared NUMA nodes) are not looked at.
     """
+    return validate_and_place(config, host, include_disabled=include_disabled, names=names,
+                              domains=domains, errors_only=errors_only)[0]
+
+
+def validate_and_place(config: Config, host: Host, *, include_disabled: bool = False,
+                       names: tuple[str, ...] = (),
+                       domains: Mapping[str, Domain] | None = None,
+                       errors_only: bool = False
+                       ) -> tuple[list[diag.Diagnostic], list[Placement]]:
+    """:func:`validate`, and the placements it worked out on the way: one
+    per VM it looked at (the active and the named ones) that has a name, no
+    malformed value and a cpuset the host has, in config order."""
     chosen = {id(vm) for vm in config.active(include_disabled=include_disabled)}
     chosen |= {id(vm) for vm in config.select(names)} if names else set()
     vms = [vm for vm in config.vms if id(vm) in chosen]
     report = _Report(config.path, warnings=not errors_only)
-    nodes_of = _nodes_of(host.topology)
     placements = {}
     for vm in vms:
         if vm.invalid or not vm.values.get("name"):
             continue
-        p = _check_vm(vm, host, nodes_of, report)
+        p = _check_vm(vm, host, report)
         if p is not None:
             placements[vm.uuid] = p
             if domains is not None:
                 _check_libvirt(p, domains.get(vm.uuid.lower()), report)
-    _check_cross(list(placements.values()), host, nodes_of, report)
+    _check_cross(list(placements.values()), host, report)
     found = config.problems + report.items
     if errors_only:
         found = [d for d in found if d.is_error]
     if names:
         wanted = {vm.label for vm in config.select(names)}
         found = [d for d in found if not d.vms or wanted & set(d.vms)]
-    return sorted(found, key=diag.sort_key)
+    return sorted(found, key=diag.sort_key), list(placements.values())
 
 
-# The NUMA nodes of a set of CPUs; VMs share cpusets, so each set is looked
-# up once (a 10,000-VM config asks about 70,000 times).
-NodesOf = Callable[[frozenset[int]], frozenset[int]]
-
-
-def _nodes_of(topology: Topology) -> NodesOf:
-    memo: dict[frozenset[int], frozenset[int]] = {}
-
-    def nodes_of(cpus: frozenset[int]) -> frozenset[int]:
-        found = memo.get(cpus)
-        if found is None:
-            found = memo[cpus] = topology.nodes_of(cpus)
-        return found
-
-    return nodes_of
-
-
-def _check_vm(vm: VmConfig, host: Host, nodes_of: NodesOf,
-              report: _Report) -> Placement | None:
+def _check_vm(vm: VmConfig, host: Host, report: _Report) -> Placement | None:
     topology = host.topology
     _check_numatune_nodes(vm, host, report)
     _check_pci_exists(vm, host, report)
@@ -143,12 +138,12 @@ def _check_vm(vm: VmConfig, host: Host, nodes_of: NodesOf,
         return None
     _check_vcpus(p, report)
     if vm.rt:
-        _check_rt(p, host, nodes_of, report)
+        _check_rt(p, host, report)
         _check_unpluggable(p, host, report)
         _check_boot_cpu(p, report)
     else:
         _check_non_rt(p, report)
-    _check_pci_nodes(p, host, nodes_of, report)
+    _check_pci_nodes(p, host, report)
     return p
 
 
@@ -207,7 +202,7 @@ def _check_vcpus(p: Placement, report: _Report) -> None:
                      f"nr_vcpus is {p.nr_vcpus}", vm, "cpu_topology")
 
 
-def _check_rt(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> None:
+def _check_rt(p: Placement, host: Host, report: _Report) -> None:
     vm = p.vm
     if not p.cpuset:
         report.error("rt-empty-cpuset", "an rt VM needs a cpuset (at least nr_vcpus + 1 "
@@ -220,7 +215,7 @@ def _check_rt(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> N
     if not p.rt_memory:
         report.error("rt-unlocked-memory", "rt = True needs rt_memory = True or auto "
                      "(guest memory must be locked)", vm, "rt_memory")
-    nodes = nodes_of(p.cpuset)
+    nodes = host.topology.nodes_of(p.cpuset)
     if len(nodes) > 1:
         report.warning("rt-multi-node", f"cpuset spans NUMA nodes {format_ids(nodes)}; "
                        "an rt VM is best kept on one node", vm, "cpuset")
@@ -233,6 +228,8 @@ def _check_rt(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> N
 
 
 def _check_libvirt(p: Placement, domain: Domain | None, report: _Report) -> None:
+    from kvmrt.libvirt_sync.domxml import apply_config
+
     vm = p.vm
     if domain is None:
         report.warning("not-defined", f"no libvirt domain has UUID {vm.uuid}; define it "
@@ -269,8 +266,8 @@ def _check_unpluggable(p: Placement, host: Host, report: _Report) -> None:
                      "offline; leave its core out of the cpuset", p.vm, "cpuset")
 
 
-def _check_pci_nodes(p: Placement, host: Host, nodes_of: NodesOf, report: _Report) -> None:
-    nodes = nodes_of(p.cpuset)
+def _check_pci_nodes(p: Placement, host: Host, report: _Report) -> None:
+    nodes = host.topology.nodes_of(p.cpuset)
     for address in p.vm.pcidevs:
         dev = host.pci.get(address)
         if nodes and dev is not None and dev.numa_node is not None \
@@ -290,15 +287,14 @@ class _Facts:
     pcidevs: frozenset
 
     @classmethod
-    def of(cls, p: Placement, nodes_of: NodesOf) -> "_Facts":
+    def of(cls, p: Placement, topology: Topology) -> "_Facts":
         rt = p.rt
-        return cls(p, rt, p.owned_cpus if rt else p.cpuset, nodes_of(p.cpuset),
+        return cls(p, rt, p.owned_cpus if rt else p.cpuset, topology.nodes_of(p.cpuset),
                    frozenset(p.vm.pcidevs))
 
 
-def _check_cross(placements: list[Placement], host: Host, nodes_of: NodesOf,
-                 report: _Report) -> None:
-    facts = [_Facts.of(p, nodes_of) for p in placements]
+def _check_cross(placements: list[Placement], host: Host, report: _Report) -> None:
+    facts = [_Facts.of(p, host.topology) for p in placements]
     for i, j in sorted(_pairs(facts, nodes=report.warnings)):
         _check_pair(facts[i], facts[j], report, first=True)
         _check_pair(facts[j], facts[i], report, first=False)

@@ -13,7 +13,6 @@ and the tuning code are imported where a command body uses them, so that
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shlex
 import sys
@@ -175,4 +174,6 @@ def host() -> Host:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    from kvmrt.commands import jsontext
+
+    click.echo(jsontext.dumps(data))

@@ -27,14 +27,14 @@ def main(path: str | None, include_disabled: bool, as_json: bool, vms: tuple[str
     Errors in the config are printed on stderr (exit 1); VMs whose cpuset
     cannot be interpreted are left out.
     """
-    from kvmrt.placement import place_all, placement_json
-    from kvmrt.validate import validate
+    from kvmrt.placement import placement_json
+    from kvmrt.validate import validate_and_place
 
     config = common.load(path)
-    host = common.host()
-    errors = validate(config, host, include_disabled=include_disabled, names=vms,
-                      errors_only=True)
-    placements = place_all(config.select(vms, include_disabled=include_disabled), host.topology)
+    errors, placed = validate_and_place(config, common.host(), include_disabled=include_disabled,
+                                        names=vms, errors_only=True)
+    shown = {id(vm) for vm in config.select(vms, include_disabled=include_disabled)}
+    placements = [p for p in placed if id(p.vm) in shown]
     if as_json:
         common.print_json([placement_json(p) for p in placements])
     else:

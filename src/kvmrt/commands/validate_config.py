@@ -40,8 +40,7 @@ def main(path: str | None, uri: str | None, include_disabled: bool, as_json: boo
         common.print_json({"errors": errors, "warnings": warnings,
                            "diagnostics": [d.as_json() for d in found]})
     else:
-        for d in found:
-            click.echo(d.format())
-        click.echo(f"{config.path}: {errors} error{'s' * (errors != 1)}, "
+        summary = (f"{config.path}: {errors} error{'s' * (errors != 1)}, "
                    f"{warnings} warning{'s' * (warnings != 1)}")
+        click.echo("\n".join([*(d.format() for d in found), summary]))
     sys.exit(1 if errors else 0)

@@ -77,8 +77,9 @@ def parse_config(text: str, path: str | None = None) -> Config:
     config.problems = [
         diag.error("syntax", p.message, line=p.line, file=path) for p in problems
     ]
+    meanings: dict = {}
     for section in sections:
-        vm, vm_problems = vm_from_section(section, path)
+        vm, vm_problems = vm_from_section(section, path, meanings)
         config.vms.append(vm)
         config.problems.extend(vm_problems)
     config.problems.extend(_duplicate_names(config.vms, path))

@@ -118,7 +118,7 @@ class Problem:
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Value:
     """The entry being read. ``target`` None: read, but not used."""
 
@@ -136,6 +136,7 @@ class _Parser:
         self.problems: list[Problem] = []
         self.first_line: dict[str, int] = {}
         self.section: Section | None = None  # may be one that is not used
+        self.keys: dict[str, int] = {}  # the line of each entry of the section
         self.value: _Value | None = None
 
     def feed(self, number: int, line: str) -> None:
@@ -159,8 +160,10 @@ class _Parser:
     def end_value(self) -> None:
         value, self.value = self.value, None
         if value is not None and value.target is not None:
-            text = "\n".join(value.lines)
+            lines = value.lines
+            text = lines[0] if len(lines) == 1 else "\n".join(lines)
             value.target.entries.append(Entry(value.key, text, value.line, value.last_line))
+            self.keys[value.key] = value.line
 
     def _problem(self, number: int, message: str) -> None:
         self.problems.append(Problem(number, message))
@@ -178,6 +181,8 @@ class _Parser:
 
     def _unquoted(self, number: int, text: str, value: _Value) -> str:
         """The text a value line stands for; a bad quoted line drops the entry."""
+        if text[:1] != '"':
+            return text
         try:
             return unquote(text)
         except ValueError as exc:
@@ -190,6 +195,7 @@ class _Parser:
         closed = text.endswith("]")
         name = (text[1:-1] if closed else text[1:]).strip()
         self.section = Section(name, number, [])
+        self.keys = {}
         if not closed:
             self._problem(number, f"malformed section header {text!r}: "
                           "it must end with ']'")
@@ -205,8 +211,8 @@ class _Parser:
     def _entry(self, number: int, line: str) -> None:
         key, _, rest = line.partition("=")
         key = key.strip()
-        self.value = _Value(key, number, [], self._target(number, key), last_line=number)
-        self.value.lines.append(self._unquoted(number, rest.strip(), self.value))
+        value = self.value = _Value(key, number, [], self._target(number, key), 0, number)
+        value.lines.append(self._unquoted(number, rest.strip(), value))
 
     def _target(self, number: int, key: str) -> Section | None:
         """The section a new entry goes to, or None after reporting why not."""
@@ -216,7 +222,7 @@ class _Parser:
         if self.section is None:
             self._problem(number, f"key {key!r} before the first section header")
             return None
-        first = next((e.line for e in self.section.entries if e.key == key), None)
+        first = self.keys.get(key)
         if first is not None:
             self._problem(number, f"duplicate key {key!r} in section "
                           f"[{self.section.name}] (first at line {first})")

@@ -9,7 +9,6 @@ reports every problem with its line; :func:`vm_to_entries` goes back. The
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -200,8 +199,20 @@ class VmConfig:
         return replace(self, values=values)
 
 
-def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[diag.Diagnostic]]:
-    """Build a VM from an INI section, collecting every problem."""
+# What a value text means, by attribute and text. Every parsed value is
+# immutable, so VMs may share one: a config of thousands of VMs spells the
+# same few values again and again.
+Meanings = dict[tuple[str, str], Any]
+
+
+def vm_from_section(section: Section, file: str | None, meanings: Meanings | None = None
+                    ) -> tuple[VmConfig, list[diag.Diagnostic]]:
+    """Build a VM from an INI section, collecting every problem.
+
+    ``meanings`` remembers the values parsed so far (pass the same dict
+    for every section of a file).
+    """
+    meanings = {} if meanings is None else meanings
     vm = VmConfig(uuid=section.name, line=section.line)
     problems: list[diag.Diagnostic] = []
     if not _is_uuid(section.name):
@@ -218,7 +229,7 @@ def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[
                 vms=(vm.label,), attribute=entry.key, line=entry.line, file=file))
             continue
         try:
-            vm.values[entry.key] = attr.parse(entry.value)
+            vm.values[entry.key] = _meaning(attr, entry.value, meanings)
             vm.raw[entry.key] = entry.value
         except SetSyntaxError as exc:
             vm.invalid.add(entry.key)
@@ -235,6 +246,15 @@ def vm_from_section(section: Section, file: str | None) -> tuple[VmConfig, list[
     problems = [replace(p, vms=p.vms or (vm.label,)) if p.code == "bad-value" else p
                 for p in problems]
     return vm, problems
+
+
+def _meaning(attr: Attribute, text: str, meanings: Meanings) -> Any:
+    """``attr.parse(text)``, parsed once per file (errors are not kept)."""
+    try:
+        return meanings[attr.name, text]
+    except KeyError:
+        value = meanings[attr.name, text] = attr.parse(text)
+        return value
 
 
 def vm_to_entries(vm: VmConfig) -> list[tuple[str, str]]:
@@ -263,11 +283,13 @@ def _same(key: str, raw: str, value: Any) -> bool:
         return False
 
 
+# What str(uuid.UUID(text)) gives back in another letter case.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                   re.ASCII | re.IGNORECASE)
+
+
 def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuidlib.UUID(text)) == text.lower() and len(text) == 36
-    except ValueError:
-        return False
+    return _UUID.fullmatch(text) is not None
 
 
 def _did_you_mean(key: str) -> str:

@@ -130,9 +130,27 @@ class Topology:
         return getattr(self, _GROUPS[kind])
 
     def nodes_of(self, cpus: Iterable[int]) -> frozenset[int]:
-        return frozenset(
-            self.cpus[c].node for c in cpus if c in self.cpus and self.cpus[c].node is not None
-        )
+        """The NUMA nodes of ``cpus`` (CPUs unknown or without a node add
+        none). A frozenset's nodes are kept: a config of thousands of VMs
+        asks about the same few sets tens of thousands of times."""
+        if not isinstance(cpus, frozenset):
+            return self._nodes_of(cpus)
+        found = self._node_sets.get(cpus)
+        if found is None:
+            found = self._node_sets[cpus] = self._nodes_of(cpus)
+        return found
+
+    def _nodes_of(self, cpus: Iterable[int]) -> frozenset[int]:
+        node_of = self._node_of
+        return frozenset(node_of[c] for c in cpus if c in node_of)
+
+    @cached_property
+    def _node_of(self) -> dict[int, int]:
+        return {c: info.node for c, info in self.cpus.items() if info.node is not None}
+
+    @cached_property
+    def _node_sets(self) -> dict[frozenset[int], frozenset[int]]:
+        return {}
 
 
 @dataclass(frozen=True)
