@@ -67,12 +67,32 @@ def test_boot_and_shutdown_results_as_json(host):  # noqa: F811
     assert restored["what"] == "restored" and restored["host_changes"] == vm["host_changes"]
 
 
-def test_json_with_dry_run_is_refused_plainly(host):  # noqa: F811
+def test_dry_run_plans_as_json_list_every_change_the_text_lists(host):  # noqa: F811
     before = tree(host)
-    for tool in ("kvmrt-boot", "kvmrt-shutdown"):
-        proc = kvmrt(host, tool, "--dry-run", "--json", check=1)
-        assert "--json with --dry-run is not available yet" in proc.stderr
+    text = kvmrt(host, "kvmrt-boot", "--dry-run", "RedHawk-8.4-RT").stdout
+    data = json.loads(kvmrt(host, "kvmrt-boot", "--dry-run", "--json", "RedHawk-8.4-RT").stdout)
+    (vm,) = data["vms"]
+    assert (vm["name"], vm["status"]) == ("RedHawk-8.4-RT", "would be retuned")
+    assert vm["host_changes"] == len(vm["changes"]) > 16
+    assert {"setting": "CPU 40", "key": "cpu:40", "from": "online", "to": "offline",
+            "kernel": False} in vm["changes"]
+    shown = [f"  {c['setting']}: {c['from']} -> {c['to']}" for c in vm["changes"]
+             if not c["kernel"]]
+    assert shown and all(line in text.splitlines() for line in shown)
+    # Shutdown's plan: nothing to put back before a boot, the VM to stop.
+    data = json.loads(kvmrt(host, "kvmrt-shutdown", "--dry-run", "--json").stdout)
+    assert [v["name"] for v in data["vms"]] == ["RedHawk-8.4-RT"]
+    assert data["host"][0]["what"] == "would be restored"
     assert changed(before, tree(host)) == []
+    # After the boot, the shutdown's plan puts back what the boot changed.
+    booted = json.loads(kvmrt(host, "kvmrt-boot", "--json", "RedHawk-8.4-RT").stdout)
+    after_boot = tree(host)
+    data = json.loads(kvmrt(host, "kvmrt-shutdown", "--dry-run", "--json").stdout)
+    (restore,) = data["host"]
+    assert restore["host_changes"] == len(restore["changes"]) == booted["vms"][0]["host_changes"]
+    assert {"setting": "CPU 40", "key": "cpu:40", "from": "offline", "to": "online",
+            "kernel": False} in restore["changes"]
+    assert changed(after_boot, tree(host)) == []
 
 
 def run(tool: str, *args: str, cwd=None) -> subprocess.CompletedProcess:

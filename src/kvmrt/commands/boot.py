@@ -43,13 +43,10 @@ def main(path: str | None, uri: str | None, every: bool, clean: bool,
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.lifecycle import boot
 
-    if dry_run and as_json:
-        # Seam: the --dry-run plan gets its JSON form with the plan's new type.
-        common.fail("--json with --dry-run is not available yet; use --dry-run alone")
     if not dry_run:
         common.require_root()
     config, host = common.load(path), common.host()
-    out = Outcome(as_json=as_json)
+    out = Outcome(as_json=as_json, plan=dry_run)
     report = boot(HostFS(), lambda: Domains(connect(uri)), config, host, vms, every=every,
                   clean=clean, dry_run=dry_run, listener=out)
     out.finish(lambda results: common.print_results(results, verbose=dry_run))

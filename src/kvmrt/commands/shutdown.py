@@ -42,9 +42,6 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
     from kvmrt.libvirt_sync.domains import Domains
     from kvmrt.lifecycle import shutdown
 
-    if dry_run and as_json:
-        # Seam: the --dry-run plan gets its JSON form with the plan's new type.
-        common.fail("--json with --dry-run is not available yet; use --dry-run alone")
     if not dry_run:
         common.require_root()
     config = common.load(path)
@@ -53,11 +50,7 @@ def main(path: str | None, uri: str | None, include_disabled: bool, verbose: boo
                       include_disabled=include_disabled, force=force, timeout=timeout,
                       sequential=verbose, dry_run=dry_run, listener=out)
     if dry_run:
-        click.echo("would shut down: " + (", ".join(report.would_stop) or "nothing"))
-        from kvmrt.lifecycle import action_lines
-
-        for line in action_lines(report.planned, verbose=True):
-            click.echo(line)
+        _show_plan(report, as_json=as_json)
         return
     out.finish(_show_failures)
     if not report.results and not as_json:
@@ -70,3 +63,22 @@ def _show_failures(results: list) -> None:
     for r in results:
         if r.error:
             click.echo(f"{r.name}: failed: {r.error}", err=True)
+
+
+def _show_plan(report, *, as_json: bool) -> None:
+    """``--dry-run``: the VMs that would stop and every host setting that
+    would be put back (with ``--json``, the document of kvmrt-boot's plan)."""
+    from kvmrt.commands.outcome import changes_json
+    from kvmrt.lifecycle import action_lines
+
+    if as_json:
+        common.print_json({
+            "vms": [{"name": name, "status": "would be shut down", "error": None,
+                     "notes": [], "host_changes": 0, "changes": []}
+                    for name in report.would_stop],
+            "host": [{"what": "would be restored", "host_changes": len(report.planned),
+                      "notes": [], "failed": [], "changes": changes_json(report.planned)}]})
+        return
+    click.echo("would shut down: " + (", ".join(report.would_stop) or "nothing"))
+    for line in action_lines(report.planned, verbose=True):
+        click.echo(line)
