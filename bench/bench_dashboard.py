@@ -56,6 +56,18 @@ rt = True
 autostart = True
 """
 
+TWO = object()           # the 2-VM config of the dashboard tests
+TWO_VMS = RT + """pcidevs = 0000:21:00.0
+
+[aeec46cc-0638-4949-ac04-146b233194a9]
+name = RedHawk-8.4
+nr_vcpus = 2
+cpuset = 2-3
+"""
+FIELDS = (("#f-title", "title (owners unchanged)"),
+          ("#f-cpuset", "cpuset (CPU owners change)"),
+          ("#res-search", "resource search (filter only)"))
+
 # Runs the dashboard headless; exits after REFRESHES refreshes and prints
 # the process CPU time at the first and at the last one.
 RUNNER = """
@@ -80,6 +92,36 @@ app = Timed(dash.api.Session(path=sys.argv[1], uri=sys.argv[2]), read_only=None)
 dash.REFRESH_SECONDS = float(sys.argv[4])
 app.run(headless=True, size=(160, 50))
 print(marks[0], marks[-1], len(marks) - 1, filled[0])
+"""
+KEYS = """
+import asyncio, sys, time
+from kvmrt import api
+from kvmrt.dashboard import app as dash
+from kvmrt.dashboard.configure import ConfigScreen
+
+path, uri, field, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+async def run():
+    dash.REFRESH_SECONDS = 3600                  # no dashboard refresh meanwhile: keys only
+    app = dash.Dashboard(api.Session(path=path, uri=uri), read_only=None)
+    async with app.run_test(size=(200, 60)) as pilot:
+        while not app.refreshes:
+            await pilot.pause(0.05)
+        await pilot.press("e")
+        while not isinstance(app.screen, ConfigScreen):
+            await pilot.pause(0.05)
+        widget = app.screen.query_one(field)
+        widget.focus()
+        await pilot.pause(0.2)
+        await pilot.press("x")                   # warm up
+        await pilot.pause(0.2)
+        start = time.process_time()
+        for i in range(n):
+            await pilot.press("x" if i % 2 == 0 else "backspace")
+        await pilot.pause()
+        print((time.process_time() - start) / n)
+
+asyncio.run(run())
 """
 
 
@@ -144,6 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--refreshes", type=int, default=10)
+    parser.add_argument("--keys", type=int, default=40)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -174,6 +217,27 @@ def main() -> None:
             one_stat = stat_cpu(rt_cfg, env, args.runs)
             print(f"  {n:>6} host threads: dashboard refresh {per_refresh:.3f} s, "
                   f"kvmrt-stat {one_stat:.3f} s")
+
+        print(f"3. CPU seconds per keystroke in the configuration dialog "
+              f"(mean of {args.keys}; {threads_in(small)} host threads)")
+        env = {**os.environ, "KVMRT_FSROOT": str(small), "KVMRT_STATE_DIR": str(tmp / "st")}
+        for label, path in (("2-VM config", TWO), ("100-VM config", cfg)):
+            if path is TWO:
+                path = tmp / "two.cfg"
+                path.write_text(TWO_VMS)
+            for field, what in FIELDS:
+                cost = keystroke_cpu(path, env, field, args.keys)
+                print(f"  {label:<14} {what:<36} {cost * 1000:7.1f} ms")
+
+
+def keystroke_cpu(cfg: Path, env: dict, field: str, keys: int) -> float:
+    """CPU seconds of the dashboard process per keystroke in a field of the
+    configuration dialog (typing and erasing a character, in turn)."""
+    out = subprocess.run([sys.executable, "-c", KEYS, str(cfg), NODE, field, str(keys)],
+                         env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return float(out.stdout.split()[-1])
 
 
 if __name__ == "__main__":

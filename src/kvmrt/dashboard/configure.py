@@ -137,13 +137,20 @@ class ConfigScreen(Screen):
         return [d for d in self.found if d.is_error]
 
     def show_vm_list(self) -> None:
+        """The VM list with its markers; rebuilt only when VMs were added,
+        removed or reordered, else only the labels that changed (a keystroke
+        in a 100-VM config rebuilds nothing)."""
         options = self.query_one("#cfg-vms", OptionList)
+        labels = [(vm.uuid, self._label(vm)) for vm in self.draft.vms]
+        ids = [uuid for uuid, _ in labels]
         highlighted = options.highlighted
-        options.clear_options()
-        for vm in self.draft.vms:
-            options.add_option(Option(self._label(vm), id=vm.uuid))
-        if self.draft.vms:
-            ids = [vm.uuid for vm in self.draft.vms]
+        if ids != [o.id for o in options.options]:
+            options.set_options([Option(label, id=uuid) for uuid, label in labels])
+        else:
+            for (uuid, label), option in zip(labels, options.options):
+                if str(option.prompt) != label:
+                    options.replace_option_prompt(uuid, label)
+        if ids:
             options.highlighted = ids.index(self.current) if self.current in ids else (
                 highlighted or 0)
 
