@@ -35,12 +35,13 @@ def deliver(show: Callable[..., Any], *args: Any) -> None:
     owner = show.__self__
     app = owner.app
 
-    def on_ui_thread() -> None:
-        if owner.is_attached:
-            try:
-                show(*args)
-            except NoMatches:    # a widget of it went meanwhile
-                pass
+    def on_ui_thread() -> Any:
+        if not owner.is_attached:
+            return None
+        try:
+            return show(*args)   # an awaitable (dismiss) is awaited by Textual
+        except NoMatches:        # a widget of it went meanwhile
+            return None
 
     if not app.is_running:
         return
