@@ -202,3 +202,21 @@ def test_reordering_in_the_dialog_moves_each_vm_with_its_comments():
         "title = Second\n\n"
         "[fde74e84-0e1b-404e-90e7-72101e79c48a]\nname = first\n"
         "; the old value was cpuset = 1\ncpuset  =  2-3\nrt = yes\n")
+
+
+def test_a_keystroke_updates_the_vm_list_in_place(host, cfg):
+    """Typing marks the VM at once, without rebuilding the list (a 100-VM
+    config stays responsive; the highlight stays on the VM)."""
+    app = make_app(host, cfg)
+
+    async def script(pilot):
+        screen = await open_dialog(pilot)
+        await pick(pilot, screen, PLAIN_UUID)
+        before = list(screen.query_one("#cfg-vms").options)
+        await type_into(pilot, screen, "title", "Renamed")
+        assert labels(screen) == [" W RedHawk-8.4-RT", "*  RedHawk-8.4"]
+        after = screen.query_one("#cfg-vms").options
+        assert all(a is b for a, b in zip(after, before, strict=True))
+        assert screen.query_one("#cfg-vms").highlighted == 1
+
+    drive(app, script)

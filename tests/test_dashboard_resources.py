@@ -148,3 +148,29 @@ def test_assigning_a_group_leaves_its_pci_bridge_on_the_host(make_host, cfg, mon
         assert not screen.errors()
 
     drive(app, script)
+
+
+def test_a_listing_that_arrives_after_import_was_cancelled_is_dropped(host, cfg):
+    """Esc on Import VMs while libvirt is still being read: the late
+    listing must not end the app (the worker → UI race of every dialog)."""
+    from kvmrt.dashboard.importer import ImportDialog
+
+    app = make_app(host, cfg)
+
+    async def script(pilot):
+        screen = await open_dialog(pilot)
+        session = app.session
+        with session._opening:         # the next libvirt connection waits for us
+            session._domains = None
+            await click(pilot, "#import")
+            await wait_for(pilot, lambda: isinstance(app.screen, ImportDialog))
+            dialog = app.screen
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is screen)
+        await wait_for(pilot, lambda: not [w for w in app.workers
+                                           if w.node is dialog and w.is_running])
+        await pilot.pause(0.3)
+        assert app.is_running and app.return_code is None
+        assert app.screen is screen and not screen.draft.changed()
+
+    drive(app, script)

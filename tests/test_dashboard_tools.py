@@ -39,10 +39,38 @@ def test_welcome_creates_the_config_and_imports_the_checked_domains(host, tmp_pa
         for name in ("RedHawk-8.4", "centos7-legacy", "rhel8-gpu"):
             domains.deselect(name)
         await click(pilot, "#create")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfigScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfigScreen)
+                       and app.screen.draft.vms)       # loaded on mount
         assert app.screen.draft.vms[0].uuid == RT_UUID
         text = cfg.read_text()
         assert text.startswith(f"[{RT_UUID}]\nname = RedHawk-8.4-RT\n") and text.count("[") == 1
+
+    drive(app, script)
+
+
+def test_welcome_waits_for_create_and_import_before_it_may_be_skipped(host, tmp_path):
+    """Esc while Create and import still waits for libvirt does not leave
+    the file created behind the user's back: the dialog opens once done."""
+    cfg = tmp_path / "new.cfg"
+    app = make_app(host, cfg)
+
+    async def script(pilot):
+        await wait_for(pilot, lambda: isinstance(app.screen, Welcome))
+        domains = app.screen.query_one("#domains")
+        await wait_for(pilot, lambda: domains.option_count > 0)
+        for name in ("RedHawk-8.4", "centos7-legacy", "rhel8-gpu"):
+            domains.deselect(name)
+        session = app.session
+        with session._opening:         # the next libvirt connection waits for us
+            session._domains = None
+            await click(pilot, "#create")
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, Welcome)
+            assert app.screen.query_one("#skip").disabled
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfigScreen)
+                       and app.screen.draft.vms)
+        assert [vm.uuid for vm in app.screen.draft.vms] == [RT_UUID]
 
     drive(app, script)
 

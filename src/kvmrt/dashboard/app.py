@@ -156,12 +156,12 @@ class Dashboard(App):
                                        include_disabled=self.show_disabled)
             warnings = api.leftover_warnings(self.session)
         except Exception as exc:      # a broken host tree, libvirt gone: one line
-            deliver(self, self._show_error, error_line(exc))
+            deliver(self._show_error, error_line(exc))
             return
         finally:
             self._reading = False
         if generation == self._generation:
-            deliver(self, self._show, statuses, warnings)
+            deliver(self._show, statuses, warnings)
 
     def _current_config(self) -> Config:
         """The config, read again only when the file changed."""

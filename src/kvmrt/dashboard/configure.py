@@ -20,7 +20,7 @@ from textual.widgets.option_list import Option
 
 from kvmrt import api
 from kvmrt.dashboard.draft import Draft, VmDraft
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.dashboard.resources import ResourcePane, group_of
 from kvmrt.errors import KvmrtError
 
@@ -137,13 +137,20 @@ class ConfigScreen(Screen):
         return [d for d in self.found if d.is_error]
 
     def show_vm_list(self) -> None:
+        """The VM list with its markers; rebuilt only when VMs were added,
+        removed or reordered, else only the labels that changed (a keystroke
+        in a 100-VM config rebuilds nothing)."""
         options = self.query_one("#cfg-vms", OptionList)
+        labels = [(vm.uuid, self._label(vm)) for vm in self.draft.vms]
+        ids = [uuid for uuid, _ in labels]
         highlighted = options.highlighted
-        options.clear_options()
-        for vm in self.draft.vms:
-            options.add_option(Option(self._label(vm), id=vm.uuid))
-        if self.draft.vms:
-            ids = [vm.uuid for vm in self.draft.vms]
+        if ids != [o.id for o in options.options]:
+            options.set_options([Option(label, id=uuid) for uuid, label in labels])
+        else:
+            for (uuid, label), option in zip(labels, options.options):
+                if str(option.prompt) != label:
+                    options.replace_option_prompt(uuid, label)
+        if ids:
             options.highlighted = ids.index(self.current) if self.current in ids else (
                 highlighted or 0)
 
@@ -242,7 +249,7 @@ class ConfigScreen(Screen):
             sections, lines = api.import_preview(self.app.session, text, names)
         except Exception as exc:
             sections, lines = [], [error_line(exc)]
-        self.app.call_from_thread(self.imported, sections, lines)
+        deliver(self.imported, sections, lines)
 
     def imported(self, sections: list, lines: list[str]) -> None:
         for uuid, entries in sections:
@@ -322,9 +329,9 @@ class ConfigScreen(Screen):
         try:
             report = api.apply_edit(self.app.session, original, text)
         except api.ConfigChangedOnDisk as exc:
-            self.app.call_from_thread(self.changed_on_disk, str(exc))
+            deliver(self.changed_on_disk, str(exc))
         except Exception as exc:
-            self.app.call_from_thread(self.applied_lines, text, [error_line(exc)], False)
+            deliver(self.applied_lines, text, [error_line(exc)], False)
         else:
             lines = [f"{self.app.session.path}: saved"]
             lines += [report.sync_error] if report.sync_error else []
@@ -333,7 +340,7 @@ class ConfigScreen(Screen):
                 failed = o.status is api.SyncStatus.FAILED
                 lines.append(f"{o.vm}: failed: {'; '.join(o.messages)}" if failed
                              else f"{o.vm}: {o.status}")
-            self.app.call_from_thread(self.applied_lines, text, lines, True)
+            deliver(self.applied_lines, text, lines, True)
 
     def applied_lines(self, text: str, lines: list[str], saved: bool) -> None:
         self.query_one("#apply", Button).disabled = False

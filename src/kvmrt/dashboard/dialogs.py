@@ -157,9 +157,9 @@ class DetailsScreen(Screen):
             found = api.vm_statuses(self.app.session, config, threads=True,
                                     names=[self.vm_name] if self.vm_name else ())
         except Exception as exc:
-            deliver(self.app, self._summary, error_line(exc))
+            deliver(self._summary, error_line(exc))
             return
-        deliver(self.app, self._show, found)
+        deliver(self._show, found)
 
     def _summary(self, text: str) -> None:
         self.query_one("#summary", Static).update(text)

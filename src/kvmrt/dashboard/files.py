@@ -22,7 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
 from kvmrt import api
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.errors import KvmrtError
 
 _DIALOG_CSS = """
@@ -80,9 +80,9 @@ class PathDialog(ModalScreen[str | None]):
         try:
             self.act(path)
         except Exception as exc:
-            self.app.call_from_thread(self.failed, error_line(exc))
+            deliver(self.failed, error_line(exc))
             return
-        self.app.call_from_thread(self.dismiss, path)
+        deliver(self.dismiss, path)
 
     def failed(self, line: str) -> None:
         self.query_one("#ok", Button).disabled = False
@@ -193,7 +193,7 @@ class LockDialog(ModalScreen):
             line = lock_result(api.lock_config(self.path))
         except Exception as exc:
             line = error_line(exc)
-        self.app.call_from_thread(self.done, line)
+        deliver(self.done, line)
 
     def done(self, line: str) -> None:
         self.outcome = line

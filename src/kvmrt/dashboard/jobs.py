@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Log, RadioButton, RadioSet
 
 from kvmrt import api, lifecycle
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
 from kvmrt.errors import KvmrtError
 
 Say = Callable[[str], None]
@@ -137,7 +137,7 @@ class JobScreen(ModalScreen):
 
     @work(thread=True, exclusive=True, group="job")
     def run_job(self) -> None:
-        say = lambda line: self.app.call_from_thread(self._say, line)  # noqa: E731
+        say = lambda line: deliver(self._say, line)  # noqa: E731
         try:
             ok = self.job.run(self.app.session, say)
         except KvmrtError as exc:   # a refused config or VM: the validator's lines first
@@ -148,7 +148,7 @@ class JobScreen(ModalScreen):
         except Exception as exc:      # the tools' text; never a traceback
             say(error_line(exc))
             ok = False
-        self.app.call_from_thread(self._finish, ok)
+        deliver(self._finish, ok)
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -174,7 +174,25 @@ class JobScreen(ModalScreen):
 class _AllDialog(ModalScreen):
     """Options, then Show plan (a dry run), go, or Cancel."""
 
+    CSS = """
+    _AllDialog { align: center middle; }
+    _AllDialog > Vertical { width: 70; height: auto; border: thick $primary;
+                            background: $surface; padding: 1; }
+    ShutdownAllDialog > Vertical { border: thick $error; }
+    """
     BINDINGS = [("escape", "dismiss", "Cancel")]
+    GO = ("Go", "primary")                  # the go button: label, variant
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield from self.options()
+            with Horizontal():
+                yield Button("Show plan", id="plan")
+                yield Button(self.GO[0], id="go", variant=self.GO[1])
+                yield Button("Cancel", id="cancel")
+
+    def options(self) -> ComposeResult:
+        raise NotImplementedError
 
     def job(self, *, dry_run: bool) -> Job:
         raise NotImplementedError
@@ -192,23 +210,14 @@ class _AllDialog(ModalScreen):
 class BootAllDialog(_AllDialog):
     """Boot all: every enabled VM or only the autostart ones; clean or not."""
 
-    CSS = """
-    BootAllDialog { align: center middle; }
-    #boot-all { width: 70; height: auto; border: thick $primary; background: $surface;
-                padding: 1; }
-    """
+    GO = ("Boot", "primary")
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="boot-all"):
-            yield Label("Boot all")
-            with RadioSet(id="which"):
-                yield RadioButton("only the autostart VMs", value=True, id="autostart")
-                yield RadioButton("every enabled VM", id="every")
-            yield Checkbox("clean: start nothing if a VM of the config runs", id="clean")
-            with Horizontal():
-                yield Button("Show plan", id="plan")
-                yield Button("Boot", id="go", variant="primary")
-                yield Button("Cancel", id="cancel")
+    def options(self) -> ComposeResult:
+        yield Label("Boot all")
+        with RadioSet(id="which"):
+            yield RadioButton("only the autostart VMs", value=True, id="autostart")
+            yield RadioButton("every enabled VM", id="every")
+        yield Checkbox("clean: start nothing if a VM of the config runs", id="clean")
 
     def job(self, *, dry_run: bool) -> Job:
         every = self.query_one("#every", RadioButton).value
@@ -219,21 +228,11 @@ class BootAllDialog(_AllDialog):
 class ShutdownAllDialog(_AllDialog):
     """Shutdown all: confirm, with the force option."""
 
-    CSS = """
-    ShutdownAllDialog { align: center middle; }
-    #shutdown-all { width: 70; height: auto; border: thick $error; background: $surface;
-                    padding: 1; }
-    """
+    GO = ("Shut down", "error")
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="shutdown-all"):
-            yield Label("Shut down every running VM of the config and restore the host?")
-            yield Checkbox("force: power off a VM that does not stop within 120 s",
-                           id="force")
-            with Horizontal():
-                yield Button("Show plan", id="plan")
-                yield Button("Shut down", id="go", variant="error")
-                yield Button("Cancel", id="cancel")
+    def options(self) -> ComposeResult:
+        yield Label("Shut down every running VM of the config and restore the host?")
+        yield Checkbox("force: power off a VM that does not stop within 120 s", id="force")
 
     def job(self, *, dry_run: bool) -> Job:
         return Job("shutdown", force=self.query_one("#force", Checkbox).value,

@@ -38,6 +38,8 @@ class ResourcePane(Vertical):
         self.devices: dict[str, api.PciInfo] = {}
         self._names: list[str] = []
         self._shown: tuple = (None, None)
+        self._owned_key: tuple | None = None
+        self._owned_rows: tuple[list, list] = ([], [])
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -62,17 +64,28 @@ class ResourcePane(Vertical):
         filtered; warn about a split IOMMU group of VM ``current`` (UUID)."""
         self._shown = (session, config, current)
         self._set_names(vm_names)
-        devices = api.pci_devices(session, config)
+        cpus, devices = self._owned(session, config)
         self.devices = {d.address: d for d in devices}
         keep = self._keep()
         fill_table(self.query_one("#topo", DataTable), TopologyScreen.COLUMNS,
-                   [(str(c.cpu), cells) for c in api.host_cpus(session, config)
+                   [(str(c.cpu), cells) for c in cpus
                     if keep(c.owners, cells := cpu_cells(c))])
         fill_table(self.query_one("#pci", DataTable), PCI_COLUMNS,
                    [(d.address, cells) for d in devices
                     if keep(d.owners, cells := device_cells(d))])
         self.query_one("#res-warn", Static).update("\n".join(
             split_groups(current, self.devices, config)))
+
+    def _owned(self, session: api.Session, config) -> tuple[list, list]:
+        """The host's CPUs and PCI devices with their owners, worked out
+        again only when what decides ownership changed (not for a title,
+        a search or the filter)."""
+        key = (id(session), ownership(config))
+        if key != self._owned_key:
+            self._owned_key = key
+            self._owned_rows = (api.host_cpus(session, config),
+                                api.pci_devices(session, config))
+        return self._owned_rows
 
     def _keep(self):
         vm = self.query_one("#res-vm", Select).value
@@ -113,6 +126,21 @@ class ResourcePane(Vertical):
             return None
         key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         return self.devices.get(key)
+
+
+# Entries that never decide which CPU or device a VM owns.
+NOT_OWNING = frozenset({"title", "description", "comments", "autostart"})
+
+
+def ownership(config) -> tuple | None:
+    """What decides the owners of CPUs and devices: the entries of the
+    active VMs (as typed) but those that cannot matter. Equal values, equal
+    owners; None: no config (no owners)."""
+    if config is None:
+        return None
+    return tuple((vm.uuid, tuple(sorted(vm.invalid)),
+                  tuple(sorted((k, v) for k, v in vm.raw.items() if k not in NOT_OWNING)))
+                 for vm in config.active())
 
 
 def device_cells(d: api.PciInfo) -> tuple[str, ...]:

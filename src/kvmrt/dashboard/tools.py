@@ -50,7 +50,7 @@ class _TableScreen(Screen):
             rows, note = self.read()
         except Exception as exc:
             rows, note = [], error_line(exc)
-        deliver(self.app, self.show, rows, note)
+        deliver(self.show, rows, note)
 
     def prepare(self) -> None:
         """Before the table gets its columns."""

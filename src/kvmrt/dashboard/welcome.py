@@ -11,11 +11,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList
 
 from kvmrt import api
-from kvmrt.config.file import Config
-from kvmrt.dashboard.failures import error_line
+from kvmrt.dashboard.failures import deliver, error_line
+from kvmrt.dashboard.importer import DomainChecklist
 
 
 class Welcome(ModalScreen):
+    creating = False
     CSS = """
     Welcome { align: center middle; }
     #welcome { width: 90; height: auto; max-height: 90%; border: thick $primary;
@@ -23,7 +24,7 @@ class Welcome(ModalScreen):
     #domains { height: auto; max-height: 16; }
     #welcome-error { color: $error; }
     """
-    BINDINGS = [("escape", "dismiss", "Skip")]
+    BINDINGS = [("escape", "skip", "Skip")]
 
     def compose(self) -> ComposeResult:
         session = self.app.session
@@ -33,7 +34,7 @@ class Welcome(ModalScreen):
             yield Input(session.path, id="path")
             yield Label("", id="welcome-error")
             yield Label("Import these libvirt domains:", id="import-label")
-            yield SelectionList(id="domains")
+            yield DomainChecklist("", checked=True, id="domains")
             with Horizontal():
                 yield Button("Create and import", id="create", variant="primary",
                              disabled=bool(self.app.read_only))
@@ -41,30 +42,32 @@ class Welcome(ModalScreen):
 
     def on_mount(self) -> None:
         if self.app.read_only:
-            self.query_one("#welcome-error", Label).update(f"read-only: {self.app.read_only}")
-        self.list_domains()
+            self.say(f"read-only: {self.app.read_only}")
 
-    @work(thread=True, group="welcome")
-    def list_domains(self) -> None:
-        try:
-            found = api.importable_domains(self.app.session, Config(self.app.session.path))
-        except Exception as exc:
-            self.app.call_from_thread(self.say, error_line(exc))
-            return
-        self.app.call_from_thread(self.show_domains, [d.name for d in found])
-
-    def show_domains(self, names: list[str]) -> None:
-        domains = self.query_one("#domains", SelectionList)
-        domains.add_options([(name, name, True) for name in names])
+    def on_domain_checklist_listed(self, event: DomainChecklist.Listed) -> None:
+        if event.error:
+            self.say(event.error)
 
     def say(self, text: str) -> None:
         self.query_one("#welcome-error", Label).update(text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "create":
+            self.busy(True)
             self.create(self.query_one("#path", Input).value.strip(),
                         list(self.query_one("#domains", SelectionList).selected))
         else:
+            self.action_skip()
+
+    def busy(self, creating: bool) -> None:
+        """While the file is created and filled, Skip waits: the dashboard
+        must learn which file it shows."""
+        self.creating = creating
+        for button in self.query(Button):
+            button.disabled = creating or (button.id == "create" and bool(self.app.read_only))
+
+    def action_skip(self) -> None:
+        if not self.creating:
             self.dismiss()
 
     @work(thread=True, exclusive=True, group="welcome-create")
@@ -75,9 +78,13 @@ class Welcome(ModalScreen):
             api.create_empty(path)
             added = api.import_into(session, names) if names else []
         except Exception as exc:
-            self.app.call_from_thread(self.say, error_line(exc))
+            deliver(self.failed, error_line(exc))
             return
-        self.app.call_from_thread(self.created, added)
+        deliver(self.created, added)
+
+    def failed(self, line: str) -> None:
+        self.busy(False)
+        self.say(line)
 
     def created(self, added: list[str]) -> None:
         from kvmrt.dashboard.configure import ConfigScreen
