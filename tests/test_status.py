@@ -170,3 +170,27 @@ def test_a_vm_whose_section_has_an_error_has_no_placement(host):
     good = parse_config(EXAMPLE.read_text()).vms[:1]
     (found,) = collect(fs, good, {}, read_host(fs).topology, JournalState(), threads=False)
     assert found.as_json()["vcpus"] == 15
+
+
+STAT_MODULES = """
+import sys
+from kvmrt.commands.stat import main
+try:
+    main(sys.argv[1:], prog_name="kvmrt-stat")
+except SystemExit:
+    pass
+print(sorted(m for m in sys.modules if m.startswith("kvmrt.guestsvc")), file=sys.stderr)
+"""
+
+
+def test_stat_of_an_rt_vm_without_guest_services_loads_no_guest_service_code(booted):
+    """kvmrt-stat -t of a running rt VM that has no guest services does not
+    import the guest services' daemon and its host checks (issue 14: ~50 ms
+    of the 1.0x ps budget)."""
+    env = {**os.environ, "KVMRT_FSROOT": str(booted), "LIBVIRT_DEFAULT_URI": NODE}
+    env.pop("KVMRT_STATE_DIR", None)
+    proc = subprocess.run([str(BIN / "python"), "-c", STAT_MODULES, "-f", str(EXAMPLE), "-t",
+                           "RedHawk-8.4-RT"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "vCPU 0" in proc.stdout and "ok" in proc.stdout, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines()[-1] == "[]"

@@ -38,7 +38,6 @@ from kvmrt.config.file import Config
 from kvmrt.config.model import VmConfig
 from kvmrt.sets import format_ids
 from kvmrt.errors import KvmrtError
-from kvmrt.guestsvc import service as guestsvc
 from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
 from kvmrt.host.model import Host, Topology
@@ -260,6 +259,8 @@ def boot(fs: HostFS, open_domains: Callable[[], Domains], config: Config, host: 
     before libvirt is asked anything (``open_domains`` is called after),
     VmsRunning before any change. ``log``: the system log (default
     :class:`HostLog`; a dry run tells it nothing)."""
+    from kvmrt.guestsvc import service as guestsvc   # kvmrt-stat needs none of it
+
     names = tuple(names)
     selected = to_boot(config, names, every=every)
     require_valid(config, host, names=names)
@@ -440,6 +441,8 @@ def shutdown(fs: HostFS, domains: Domains, config: Config,
     another with ``sequential``), put back their host settings, stop guest
     services nobody needs, recover what an interrupted kvmrt left. A dry
     run only says which VMs run and what would be put back."""
+    from kvmrt.guestsvc import service as guestsvc
+
     selected = to_shut_down(config, tuple(names), include_disabled=include_disabled)
     if dry_run:
         running, planned = plan_shutdown(fs, domains, selected)
