@@ -12,8 +12,14 @@ seconds and the best as a multiple of the best ``python -c pass``.
     .venv/bin/python bench/bench_startup.py [--runs N]
 
 The goal (issue 14): every tool's ``--help`` and argument errors within 3x
-``python -c pass`` (libvirt, lxml, the host readers and the tuning code
-are imported only where a command body uses them).
+``python -c pass``. The console scripts answer ``--help`` and unknown
+options from a table of click's own output without importing click
+(kvmrt.commands.entry); libvirt, lxml, the host readers and the tuning code
+are imported only where a command body uses them.
+
+Measured 2026-12-01 on the 2-CPU development VM (7 rounds, best): ``python
+-c pass`` 0.012 s, ``import click`` 4.2x, every tool's ``--help`` 1.1-1.4x
+and ``--no-such-option`` 1.7-2.1x (before the table: 4.7-5.8x).
 """
 
 from __future__ import annotations
