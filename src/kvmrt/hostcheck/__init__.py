@@ -11,10 +11,19 @@ limit, ``/dev/kvm``, libvirt) sits behind :mod:`.machine`.
 
 from __future__ import annotations
 
-from kvmrt.hostcheck.registry import REGISTRY
-from kvmrt.hostcheck.result import Finding, Report, Result, Status
-from kvmrt.hostcheck.runner import validate_host
-from kvmrt.hostcheck.text import format_report
+import importlib
 
-__all__ = ["REGISTRY", "Finding", "Report", "Result", "Status", "format_report",
-           "validate_host"]
+# The names below are loaded on first use: importing one helper module of
+# the package (kvmrt.hostcheck.kernel's mount parser, say, which guest
+# services use) must not load and register every check (0.2 s).
+_WHERE = {"REGISTRY": "runner",   # the runner imports (so registers) every check
+          "Finding": "result", "Report": "result", "Result": "result", "Status": "result",
+          "validate_host": "runner", "format_report": "text"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
