@@ -85,12 +85,15 @@ class XmlChange:
             f"libvirt: {self.domain.name}", f"kvmrt: {self.vm.name}"))
 
 
-# libvirt's secure attribute (VIR_DOMAIN_XML_SECURE): <graphics passwd=...>.
-_SECRET = re.compile(r"""(\spasswd\s*=\s*)(['"])[^'"]*\2""")
+# What libvirt gives only with VIR_DOMAIN_XML_SECURE (libvirt 9): the
+# passwd of VNC and SPICE <graphics>, and the <cookie> values of an HTTP(S)
+# or FTP disk source (also in a <backingStore>).
+_PASSWD = re.compile(r"""(\spasswd\s*=\s*)(['"])[^'"]*\2""")
+_COOKIE = re.compile(r"(<cookie\b[^>]*>)[^<]*(</cookie\s*>)")
 
 
 def _hide_secrets(xml: str) -> str:
-    return _SECRET.sub(r"\1\2(hidden)\2", xml)
+    return _COOKIE.sub(r"\1(hidden)\2", _PASSWD.sub(r"\1\2(hidden)\2", xml))
 
 
 def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains) -> XmlChange:
