@@ -16,6 +16,7 @@ import pytest
 from kvmrt.config.file import Config, format_config, parse_config
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.libvirt_sync.domxml_channel import PORT_NAME, socket_path
 from kvmrt.libvirt_sync.domxml import owned_changes
 from kvmrt.libvirt_sync.importer import import_domains, sync_from_libvirt
 from kvmrt.libvirt_sync.sync import plan_to_libvirt, sync_to_libvirt
@@ -106,6 +107,23 @@ def test_a_sync_of_an_imported_gpu_guest_changes_only_the_pins_it_named(host, tm
         "<cputune><iothreadpin iothread='3'>"]
     untouched = [line for line in before.splitlines() if "pin " not in line]
     assert [line for line in after.splitlines() if "pin " not in line] == untouched
+
+
+def test_import_takes_the_guest_services_channel_kvmrt_wrote(host, tmp_path):
+    """A domain with kvmrt's channel (a config that had guest_services on,
+    then was lost) imports with guest_services on: a sync keeps the channel."""
+    uuid = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6e"
+    node = tmp_path / "gs.xml"
+    node.write_text(
+        f"<node><domain type='test'><name>with-gs</name><uuid>{uuid}</uuid>"
+        "<memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
+        "<cpu><topology sockets='1' cores='1' threads='1'/></cpu><devices>"
+        f"<channel type='unix'><source mode='bind' path='{socket_path(uuid)}'/>"
+        f"<target type='virtio' name='{PORT_NAME}'/></channel></devices></domain></node>")
+    domains = Domains(libvirt.open(f"test://{node}"))
+    config, notes, outs = round_trip(domains, host)
+    assert config.vms[0].guest_services is True
+    assert notes == [] and outs["with-gs"].status == "in step"
 
 
 def test_import_takes_pins_numatune_locked_and_hidden_kvm(host, tmp_path):

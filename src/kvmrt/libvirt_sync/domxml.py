@@ -102,6 +102,7 @@ class DomainFacts:
     numatune: frozenset[int] | None = None      # <numatune><memory nodeset>
     locked: bool = False                        # <memoryBacking><locked/>
     kvm_hidden: bool = False                    # <features><kvm><hidden state='on'/>
+    guest_services: bool = False                # kvmrt's <channel> (org.kvmrt.gs.0)
 
 
 # -- apply ----------------------------------------------------------------------
@@ -258,6 +259,7 @@ def read_facts(xml: str) -> DomainFacts:
         numatune=_nodeset_of(domain.find("numatune/memory")),
         locked=domain.find("memoryBacking/locked") is not None,
         kvm_hidden=_hidden_state(domain) == "on",
+        guest_services=domxml_channel.find_channel(domain) is not None,
     )
 
 
