@@ -252,5 +252,6 @@ def test_a_command_changing_one_value_changes_only_its_lines(doc, data):
     else:
         before, after = old[:entry.line - 1], old[entry.last_line:]
         assert out[:len(before)] == before and out[len(out) - len(after):] == after
-        assert out[len(before)].startswith(key)
+        spelled = old[entry.line - 1][:old[entry.line - 1].index("=") + 1]
+        assert out[len(before)].startswith(spelled)     # "key =" as it was written
     assert getattr(_vm(parse_config("\n".join(out)), vm.uuid), key) == value
