@@ -16,6 +16,7 @@ import pytest
 from kvmrt.config.file import Config, format_config, parse_config
 from kvmrt.host import HostFS, read_host
 from kvmrt.libvirt_sync.domains import Domains
+from kvmrt.libvirt_sync.domxml_channel import PORT_NAME, socket_path
 from kvmrt.libvirt_sync.domxml import owned_changes
 from kvmrt.libvirt_sync.importer import import_domains, sync_from_libvirt
 from kvmrt.libvirt_sync.sync import plan_to_libvirt, sync_to_libvirt
@@ -24,7 +25,7 @@ from kvmrt.lifecycle import boot_vm
 DATA = Path(__file__).parent / "data"
 DOMAINS = DATA / "domains"
 SAMPLES = ("q35-uefi-gpu", "i440fx-bios", "kvmrt-configured", "compact", "tuned-secrets",
-           "tuned-odd")
+           "tuned-odd", "libvirt-suite")
 ODD_UUID = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 
 
@@ -62,6 +63,67 @@ def test_import_then_sync_query_changes_nothing_it_did_not_name(uri, host, tmp_p
         # Every element a sync would still change was named by the import, and only those.
         assert len(named) == len(owned_changes(change.domain.xml, change.wanted))
         assert (outs[vm.label].status == "in step") == (not named)
+
+
+def test_libvirt_suite_domains_are_in_step_after_one_sync(host, tmp_path):
+    """After import and one sync, libvirt keeps what kvmrt wrote: no domain
+    stays out of step (a <vcpu placement='auto'> domain's numatune
+    placement='auto' is libvirt's, which it puts back when removed)."""
+    domains = Domains(libvirt.open(node_uri(tmp_path, "libvirt-suite")))
+    config = Config(path="k.cfg")
+    result = import_domains(config, domains.all(), host, update=False)
+    assert result.refused == []
+    synced = sync_to_libvirt(config.vms, host.topology, domains, query=False)
+    assert [m for o in synced for m in o.messages] == [
+        "suite-pin-ranges: removed <vcpu cpuset> (CPUs 4,6-7): the config does not have it"]
+    assert ("suite-pin-ranges: <vcpu cpuset>: libvirt has CPUs 4,6-7, kvmrt-sync-config "
+            "would remove it (kvmrt pins each vCPU with <vcpupin> instead)") in result.notes
+    again = sync_to_libvirt(config.vms, host.topology, domains, query=True)
+    assert {o.vm: o.status for o in again} == dict.fromkeys(
+        ("suite-auto-placement", "suite-memnode", "suite-pin-ranges", "suite-rt-gpu"),
+        "in step")
+
+
+def test_a_sync_of_an_imported_gpu_guest_changes_only_the_pins_it_named(host, tmp_path):
+    """Hugepages, hyperv, kvm hint-dedicated, vcpusched, iothreadids, a USB
+    hostdev and the PCI hostdevs' guest addresses and ROM stay; the pins
+    move where kvmrt puts them, and import said so."""
+    domains = Domains(libvirt.open(node_uri(tmp_path, "libvirt-suite")))
+    config = Config(path="k.cfg")
+    result = import_domains(config, [domains.by_name("suite-rt-gpu")], host, update=False)
+    assert format_config(config.vms) == (
+        "[7c1e0a52-3b7d-4c55-9a61-0f2d3e4a5b03]\nname = suite-rt-gpu\nnr_vcpus = 4\n"
+        "cpuset = 8-13\nrt_memory = True\nnumatune = 0\nhide_kvm = True\n"
+        "pcidevs = 0000:22:00.0 0000:22:00.1\n")
+    named = [n.split(": ")[1] for n in result.notes]
+    before = domains.by_name("suite-rt-gpu").xml
+    (out,) = sync_to_libvirt(config.vms, host.topology, domains, query=False)
+    after = domains.by_name("suite-rt-gpu").xml
+    changed = [label for label, _have, _want in owned_changes(before, after)]
+    assert out.messages == [] and changed == named == [
+        "<cputune><vcpupin vcpu='0'>", "<cputune><vcpupin vcpu='1'>",
+        "<cputune><vcpupin vcpu='2'>", "<cputune><vcpupin vcpu='3'>",
+        "<cputune><emulatorpin>", "<cputune><iothreadpin iothread='1'>",
+        "<cputune><iothreadpin iothread='3'>"]
+    untouched = [line for line in before.splitlines() if "pin " not in line]
+    assert [line for line in after.splitlines() if "pin " not in line] == untouched
+
+
+def test_import_takes_the_guest_services_channel_kvmrt_wrote(host, tmp_path):
+    """A domain with kvmrt's channel (a config that had guest_services on,
+    then was lost) imports with guest_services on: a sync keeps the channel."""
+    uuid = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6e"
+    node = tmp_path / "gs.xml"
+    node.write_text(
+        f"<node><domain type='test'><name>with-gs</name><uuid>{uuid}</uuid>"
+        "<memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>"
+        "<cpu><topology sockets='1' cores='1' threads='1'/></cpu><devices>"
+        f"<channel type='unix'><source mode='bind' path='{socket_path(uuid)}'/>"
+        f"<target type='virtio' name='{PORT_NAME}'/></channel></devices></domain></node>")
+    domains = Domains(libvirt.open(f"test://{node}"))
+    config, notes, outs = round_trip(domains, host)
+    assert config.vms[0].guest_services is True
+    assert notes == [] and outs["with-gs"].status == "in step"
 
 
 def test_import_takes_pins_numatune_locked_and_hidden_kvm(host, tmp_path):

@@ -256,6 +256,11 @@ RICH = """<domain type='{kind}'><name>{name}</name><uuid>{uid}</uuid>
         <host name='example.com' port='3260'/>
         <auth username='myuser'><secret type='iscsi' usage='kvmrt-test-iscsi'/></auth>
       </source><target dev='vdb' bus='virtio'/></disk>
+    <disk type='network' device='cdrom'><driver name='qemu' type='raw'/>
+      <source protocol='https' name='/isos/installer.iso'>
+        <host name='downloads.example.org' port='443'/>
+        <cookies><cookie name='session'>c2Vzc2lvbi1zZWNyZXQ</cookie></cookies>
+      </source><target dev='sdb' bus='sata'/><readonly/></disk>
     <hostdev mode='subsystem' type='scsi'>
       <source protocol='iscsi' name='iqn.2014-08.com.example:iscsi-nopool/1'>
         <host name='example.com' port='3260'/>
@@ -287,6 +292,7 @@ def test_secrets_and_tuning_survive_import_sync_boot_and_edit(domain, tmp_path):
     sh("virsh", "-c", URI, "define", str(xml))
     before = secure_dump(name)
     assert "passwd='vncpass1'" in before and "passwd='spice-secret'" in before
+    assert "<cookie name='session'>c2Vzc2lvbi1zZWNyZXQ</cookie>" in before
     cfg = tmp_path / "kvmrt.cfg"
     assert kvmrt("kvmrt-import", "-f", str(cfg), name).stdout == f"{name}: added\n"
     assert cfg.read_text() == (f"[{uid}]\nname = {name}\ntitle = with secrets\nnr_vcpus = 2\n"
@@ -299,6 +305,7 @@ def test_secrets_and_tuning_survive_import_sync_boot_and_edit(domain, tmp_path):
     cfg.write_text(cfg.read_text().replace("title = with secrets", "title = renamed"))
     out = kvmrt("kvmrt-sync-config", "-f", str(cfg))
     assert "vncpass1" not in out.stdout and "spice-secret" not in out.stdout
+    assert "c2Vzc2lvbi1zZWNyZXQ" not in out.stdout
     assert changed_lines(before, secure_dump(name)) == [
         "-  <title>with secrets</title>", "+  <title>renamed</title>"]
     # import -u after virsh changed the title, then an edit-config save.
@@ -320,6 +327,7 @@ def test_secrets_and_tuning_survive_import_sync_boot_and_edit(domain, tmp_path):
         "<cputune><emulatorpin> (CPUs 0-1)", "<numatune><memory> (mode=strict nodeset=0)",
         "<memoryBacking><locked/> (<locked/>)", "<features><kvm><hidden> (state=on)")]
     assert "passwd='vncpass1'" in secure_dump(name)
+    assert "c2Vzc2lvbi1zZWNyZXQ" in secure_dump(name)
 
 
 def test_import_and_reverse_sync_skip_only_the_bad_domain(domain, tmp_path):

@@ -16,6 +16,7 @@ from kvmrt.config.iniedit import rewrite
 from kvmrt.config.inifile import entry_lines, parse
 from kvmrt.config.model import VmConfig
 from kvmrt.host import HostFS, read_host
+from kvmrt.sets import CpuSpec, IdSet
 from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.importer import import_domains, sync_from_libvirt
 
@@ -185,3 +186,72 @@ def test_sync_from_libvirt_and_import_keep_comments(tmp_path, domains, threadrip
     assert "nr_vcpus = 6" in head  # libvirt's value, added after the last entry
     # Two other domains appended; rhel8-gpu (a device this host lacks) is skipped.
     assert out.count("\n[") == 3
+
+
+# -- the whole chain, on valid kvmrt configs ---------------------------------
+# Each attribute in spellings a person writes (case, "yes" for True, ranges
+# or lists, "auto"), and a value of another meaning a command may set.
+SPELLINGS = {
+    "title": ["Lab VM", "  padded  ", "it's #1 ; really"],
+    "description": ["two\n    lines", "one"],
+    "nr_vcpus": ["2", "AUTO", " 4"],
+    "cpu_topology": ["1,2,1", "auto"],
+    "cpuset": ["8-11", "8,9,10,11", "11,8-10"],
+    "rt": ["Yes", "on", "1", "FALSE"],
+    "rt_memory": ["auto", "no"],
+    "numatune": ["0", "auto"],
+    "hide_kvm": ["off", "True"],
+    "autostart": ["yes", "0"],
+    "disabled": ["No"],
+}
+NEW_VALUES = {"title": "set by a command", "description": "new\nlines", "nr_vcpus": 7,
+              "cpu_topology": (1, 7, 1), "cpuset": CpuSpec.parse("2-5"),
+              "numatune": IdSet.parse_nodes("1"), "rt": None, "rt_memory": True,
+              "hide_kvm": None, "autostart": None, "disabled": True}
+
+
+@st.composite
+def kvmrt_configs(draw):
+    """(text, uuid of each section): a valid hand-written kvmrt config."""
+    lines: list[str] = draw(COMMENTS)
+    uuids = []
+    for n, uid in enumerate(draw(st.lists(NAMES, min_size=1, max_size=3, unique=True))):
+        uid = uid.upper() if draw(st.booleans()) else uid
+        uuids.append(uid)
+        lines.append(f"[{uid}]")
+        keys = draw(st.permutations(list(SPELLINGS)))[:draw(st.integers(0, len(SPELLINGS)))]
+        for key in ["name", *keys]:
+            lines.extend(draw(COMMENTS))
+            value = f"vm-{n}" if key == "name" else draw(st.sampled_from(SPELLINGS[key]))
+            head, *more = value.split("\n")
+            lines.append(f"{key}{draw(SEPARATORS)}{head}")
+            lines.extend(more)
+        lines.extend(draw(COMMENTS))
+    return "\n".join(lines) + draw(st.sampled_from(["\n", ""])), uuids
+
+
+@settings(max_examples=300)
+@given(kvmrt_configs(), st.data())
+def test_a_command_changing_one_value_changes_only_its_lines(doc, data):
+    """What import, import -u, sync-config -r and write_config do: parse,
+    set one attribute of one VM to a value of another meaning, write."""
+    text, uuids = doc
+    config = parse_config(text, "k.cfg")
+    assert config.problems == [] and config_text(config) == text
+    vm = config.find(data.draw(st.sampled_from(uuids)))
+    key = data.draw(st.sampled_from(sorted(NEW_VALUES)))
+    value = NEW_VALUES[key] if NEW_VALUES[key] is not None else not getattr(vm, key)
+    config.vms[config.vms.index(vm)] = vm.with_values(**{key: value})
+    old, out = text.split("\n"), config_text(config).split("\n")
+    section = next(s for s in parse(text)[0] if s.name == vm.uuid)
+    entry = next((e for e in section.entries if e.key == key), None)
+    if entry is None:    # a new entry, right after the section's last entry
+        end, added = max(e.last_line for e in section.entries), len(out) - len(old)
+        assert out[:end] == old[:end] and out[end + added:] == old[end:]
+        assert added > 0 and out[end].startswith(f"{key} = ")
+    else:
+        before, after = old[:entry.line - 1], old[entry.last_line:]
+        assert out[:len(before)] == before and out[len(out) - len(after):] == after
+        spelled = old[entry.line - 1][:old[entry.line - 1].index("=") + 1]
+        assert out[len(before)].startswith(spelled)     # "key =" as it was written
+    assert getattr(_vm(parse_config("\n".join(out)), vm.uuid), key) == value

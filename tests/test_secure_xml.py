@@ -1,10 +1,11 @@
 """Secrets survive a redefine (issue 9.1), on libvirt's test driver.
 
 kvmrt reads the persistent XML with VIR_DOMAIN_XML_SECURE, so a sync keeps
-the <graphics passwd=...> of VNC and SPICE (libvirt 9's only secure-only
-attributes; the <auth><secret> references of disks and iSCSI hostdevs are
-in the XML either way and are checked too). A connection that may not read
-the secrets compares but never defines.
+what libvirt 9 gives only with that flag: the <graphics passwd=...> of VNC
+and SPICE and the <cookie> values of an HTTP(S) disk source (the <auth>
+<secret> references of disks and iSCSI hostdevs are in the XML either way
+and are checked too). A connection that may not read the secrets compares
+but never defines.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ CONFIG = (f"[{UUID}]\nname = tuned-secrets\ntitle = {{title}}\nnr_vcpus = 4\ncpu
 SECRETS = ("passwd='vncpass1'", "passwd='spice-secret'", "passwdValidTo='2030-01-01T00:00:00'",
            "<secret type='ceph' usage='mypassid'/>",
            "<secret type='iscsi' usage='libvirtiscsi'/>",
-           "<secret type='iscsi' uuid='3e3c8dc4-7c5d-4d89-bc6a-ac2c9b5fc12e'/>")
+           "<secret type='iscsi' uuid='3e3c8dc4-7c5d-4d89-bc6a-ac2c9b5fc12e'/>",
+           "<cookie name='session'>c2Vzc2lvbi1zZWNyZXQ</cookie>")
 
 
 @pytest.fixture
@@ -65,16 +67,19 @@ def test_a_sync_keeps_every_secret_and_changes_only_what_kvmrt_owns(uri, host):
         "+  <title>Renamed by kvmrt</title>"]
 
 
-def test_printed_diffs_hide_the_passwords(uri):
+def test_printed_diffs_hide_the_passwords_and_cookies(uri):
     (domain,) = Domains(libvirt.open(uri)).all()
     assert domain.secure and "passwd='vncpass1'" in domain.xml
-    # Any diff line near or on <graphics> shows the attribute, never its value.
-    wanted = domain.xml.replace("type='vnc' port='-1'", "type='vnc' port='5901'")
+    # Any diff line near or on <graphics> or <cookie> shows the attribute
+    # or element, never its value.
+    wanted = (domain.xml.replace("type='vnc' port='-1'", "type='vnc' port='5901'")
+              .replace("port='443'", "port='8443'"))
     vm = parse_config(CONFIG.format(title="x")).vms[0]
     diff = XmlChange(vm, domain, wanted).diff()
     assert "-    <graphics type='vnc' port='-1' autoport='yes' passwd='(hidden)'" in diff
     assert "+    <graphics type='vnc' port='5901' autoport='yes' passwd='(hidden)'" in diff
-    assert "vncpass1" not in diff
+    assert "           <cookie name='session'>(hidden)</cookie>\n" in diff
+    assert "vncpass1" not in diff and "c2Vzc2lvbi1zZWNyZXQ" not in diff
 
 
 def test_a_read_only_connection_compares_but_never_defines(uri, host):

@@ -24,7 +24,7 @@ def main(path: str | None, uri: str | None, update: bool, names: tuple[str, ...]
     """Add libvirt domains (all by default, or the named ones: names or
     UUIDs) to the config: name, title, description, vCPUs, topology, PCI
     devices and the domain's tuning (pins as cpuset, numatune, locked
-    memory, hidden KVM), defaults for the rest. Domains already in the
+    memory, hidden KVM, guest services channel), defaults for the rest. Domains already in the
     config are skipped unless -u, which takes those again. A domain that
     cannot be imported is left out with a reason (exit 1); the others are
     imported. Creates the config file if it does not exist.

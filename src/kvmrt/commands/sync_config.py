@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 @common.all_option
 @click.option("-r", "--reverse", is_flag=True,
               help="Take name, title, description, pinning, vCPUs, topology, numatune, "
-                   "locked memory, hidden KVM and PCI devices from libvirt into the config.")
+                   "locked memory, hidden KVM, PCI devices and the guest services channel "
+                   "from libvirt into the config.")
 @click.option("-q", "--query", is_flag=True,
               help="Change nothing; list each VM out of step with a diff (exit 1 if any).")
 @click.option("--json", "as_json", is_flag=True,

@@ -102,6 +102,7 @@ class DomainFacts:
     numatune: frozenset[int] | None = None      # <numatune><memory nodeset>
     locked: bool = False                        # <memoryBacking><locked/>
     kvm_hidden: bool = False                    # <features><kvm><hidden state='on'/>
+    guest_services: bool = False                # kvmrt's <channel> (org.kvmrt.gs.0)
 
 
 # -- apply ----------------------------------------------------------------------
@@ -163,7 +164,8 @@ def _set_vcpu(domain: etree._Element, count: int) -> None:
 
 def _set_numatune(domain: etree._Element, nodes: frozenset[int] | None) -> None:
     if nodes is None:
-        _remove_path(domain, ("numatune", "memory"))
+        if not _numad_placed(domain):
+            _remove_path(domain, ("numatune", "memory"))
         return
     memory = _ensure_path(domain, ("numatune", "memory"))
     tree.set_attr(memory, "mode", "strict")
@@ -171,6 +173,16 @@ def _set_numatune(domain: etree._Element, nodes: frozenset[int] | None) -> None:
         tree.drop_attr(memory, "placement")
     if parse_cpuset(memory.get("nodeset") or "") != nodes:
         memory.set("nodeset", format_ids(nodes))
+
+
+def _numad_placed(domain: etree._Element) -> bool:
+    """``<numatune><memory placement='auto'/>`` (no nodeset) beside ``<vcpu
+    placement='auto'>``: libvirt derives it from the vCPU placement and puts
+    it back after every define that removes it, so kvmrt leaves it."""
+    memory, vcpu = domain.find("numatune/memory"), domain.find("vcpu")
+    return (memory is not None and memory.get("placement") == "auto"
+            and memory.get("nodeset") is None
+            and vcpu is not None and vcpu.get("placement") == "auto")
 
 
 def _set_flag(domain: etree._Element, path: tuple[str, ...], *, on: bool,
@@ -247,6 +259,7 @@ def read_facts(xml: str) -> DomainFacts:
         numatune=_nodeset_of(domain.find("numatune/memory")),
         locked=domain.find("memoryBacking/locked") is not None,
         kvm_hidden=_hidden_state(domain) == "on",
+        guest_services=domxml_channel.find_channel(domain) is not None,
     )
 
 

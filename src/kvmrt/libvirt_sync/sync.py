@@ -6,8 +6,8 @@ kvmrt wants (the current persistent XML with kvmrt's parts set, see
 it and reads it back; :func:`tuning_removed` names each pin, numatune,
 locked memory or hidden KVM it removes or changes. libvirt → config:
 :func:`update_from_domain` takes name, title, description, pinning, vCPUs,
-topology, numatune, locked memory, hidden KVM and PCI devices from the
-domain XML into the VM; :func:`unexpressed` says what of the XML the
+topology, numatune, locked memory, hidden KVM, PCI devices and kvmrt's
+guest services channel from the domain XML into the VM; :func:`unexpressed` says what of the XML the
 config cannot express. Both are pure plans plus a small applier, so that
 ``-q`` can show a diff and change nothing.
 """
@@ -85,12 +85,15 @@ class XmlChange:
             f"libvirt: {self.domain.name}", f"kvmrt: {self.vm.name}"))
 
 
-# libvirt's secure attribute (VIR_DOMAIN_XML_SECURE): <graphics passwd=...>.
-_SECRET = re.compile(r"""(\spasswd\s*=\s*)(['"])[^'"]*\2""")
+# What libvirt gives only with VIR_DOMAIN_XML_SECURE (libvirt 9): the
+# passwd of VNC and SPICE <graphics>, and the <cookie> values of an HTTP(S)
+# or FTP disk source (also in a <backingStore>).
+_PASSWD = re.compile(r"""(\spasswd\s*=\s*)(['"])[^'"]*\2""")
+_COOKIE = re.compile(r"(<cookie\b[^>]*>)[^<]*(</cookie\s*>)")
 
 
 def _hide_secrets(xml: str) -> str:
-    return _SECRET.sub(r"\1\2(hidden)\2", xml)
+    return _COOKIE.sub(r"\1(hidden)\2", _PASSWD.sub(r"\1\2(hidden)\2", xml))
 
 
 def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains) -> XmlChange:
@@ -128,7 +131,7 @@ def check_rename(change: XmlChange, domains: Domains) -> None:
 def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology) -> VmConfig:
     """``vm`` with what libvirt says of name, title, description, pinning
     (cpuset), vCPUs, topology, numatune, locked memory (rt_memory), hidden
-    KVM and PCI devices. An attribute whose value already gives libvirt's
+    KVM, PCI devices and kvmrt's guest services channel. An attribute whose value already gives libvirt's
     stays as it is; else ``auto`` where that gives it, else the explicit
     value. ``rt`` is never taken: it changes the host, not the domain."""
     changes: dict = {}
@@ -138,6 +141,8 @@ def update_from_domain(vm: VmConfig, facts: DomainFacts, topology: Topology) -> 
             changes[attr] = new
     if PciSet(facts.pcidevs) != vm.pcidevs:
         changes["pcidevs"] = PciSet(facts.pcidevs)
+    if facts.guest_services != bool(vm.guest_services):
+        changes["guest_services"] = facts.guest_services
     vm = vm.with_values(**changes) if changes else vm
     pinned = facts.pinned_cpus
     vm = _take(vm, topology, "cpuset", pinned, lambda p: p.usable_cpus,
