@@ -148,7 +148,9 @@ def test_validate_config_sees_libvirt(domain, tmp_path):
     out = kvmrt("kvmrt-validate-config", "-f", str(cfg)).stdout
     assert f"{cfg}:1: warning: {name}: libvirt's XML of domain '{name}' differs" in out
     assert f"{cfg}:1: warning: {name}: libvirt's own autostart is on" in out
-    assert f"{cfg}:4: warning: gone: no libvirt domain has UUID {missing}" in out
+    assert (f"{cfg}:4: warning: gone: libvirt has no domain with UUID {missing} (deleted, or "
+            f"not defined yet); define it, or remove its section [{missing}] or set disabled "
+            f"= true in it (kvmrt-edit-config -f {cfg})") in out
 
 
 def test_vanished_domain_and_rename_clash(domain, tmp_path):
@@ -163,7 +165,9 @@ def test_vanished_domain_and_rename_clash(domain, tmp_path):
     assert sh("virsh", "-c", URI, "domname", uid).stdout.strip() == f"{name}-renamed"
     sh("virsh", "-c", URI, "undefine", f"{name}-renamed")
     out = kvmrt("kvmrt-sync-config", "-f", str(cfg), check=1)
-    assert f"no libvirt domain has UUID {uid}" in out.stderr
+    assert (f"libvirt has no domain with UUID {uid} (deleted, or not defined yet); define it, "
+            f"or remove its section [{uid}] or set disabled = true in it "
+            f"(kvmrt-edit-config -f {cfg})") in out.stderr
 
 
 def test_edit_refuses_when_the_file_changed_meanwhile(domain, tmp_path):

@@ -141,7 +141,7 @@ def test_boot_results_are_enum_members_that_print_their_word(domains, threadripp
     dry = boot_vm(fs, domains, vm, topology, dry_run=True)
     assert dry.status is (RunStatus.WOULD_RETUNE if running else RunStatus.WOULD_START)
     failed = boot_vm(fs, domains, parse_config(UNDEFINED).vms[0], topology, dry_run=True)
-    assert failed.status is RunStatus.FAILED and "no libvirt domain" in failed.error
+    assert failed.status is RunStatus.FAILED and "libvirt has no domain" in failed.error
     assert [f"{s}" for s in RunStatus] == [
         "started", "retuned", "would be started", "would be retuned", "stopped",
         "powered off", "failed"]

@@ -315,7 +315,7 @@ def sync_libvirt(session: Session, config: Config, *, query: bool) -> list[Outco
         _require_root()
     validate_.require_valid(config, session.host)
     return sync_to_libvirt(config.active(), session.host.topology, session.domains,
-                           query=query)
+                           query=query, path=config.path)
 
 
 def outcome_lines(outcome: Outcome) -> list[str]:

@@ -29,7 +29,7 @@ from kvmrt.errors import KvmrtError
 from kvmrt.host.model import Host
 from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.sync import (Outcome, RenameRefused, SyncStatus, XmlChange,
-                                     check_rename, sync_to_libvirt)
+                                     check_rename, not_defined, sync_to_libvirt)
 from kvmrt.validate import validate
 
 
@@ -150,9 +150,3 @@ def unsynced_line(o: Outcome) -> str | None:
     if o.status is SyncStatus.FAILED:
         return f"warning: {o.vm}: cannot compare with libvirt: {'; '.join(o.messages)}"
     return None
-
-
-def not_defined(vm: VmConfig, path: str | None) -> str:
-    return (f"libvirt has no domain with UUID {vm.uuid} (deleted, or not defined yet); "
-            f"define it, or remove its section [{vm.uuid}] or set disabled = true in it "
-            f"(kvmrt-edit-config{'' if path in (None, DEFAULT_PATH) else f' -f {path}'})")

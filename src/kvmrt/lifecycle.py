@@ -278,7 +278,7 @@ def boot(fs: HostFS, open_domains: Callable[[], Domains], config: Config, host: 
     if not dry_run:
         guestsvc.prepare(selected)   # the channel sockets' directory, before QEMU starts
     for vm in selected:
-        result = boot_vm(fs, domains, vm, host.topology, dry_run=dry_run,
+        result = boot_vm(fs, domains, vm, host.topology, dry_run=dry_run, path=config.path,
                          progress=quiet if dry_run else tell.step)
         report.results.append(result)
         tell.vm(result)
@@ -305,14 +305,15 @@ def _after_boot(fs: HostFS, selected: list[VmConfig], report: BootReport,
 
 
 def boot_vm(fs: HostFS, domains: Domains, vm: VmConfig, topology: Topology, *,
-            dry_run: bool, progress: Say = quiet) -> VmResult:
-    """Boot (or retune) one VM; ``progress`` hears each step as it begins."""
+            dry_run: bool, progress: Say = quiet, path: str | None = None) -> VmResult:
+    """Boot (or retune) one VM; ``progress`` hears each step as it begins;
+    ``path``: the config's, for what to do about a VM libvirt lacks."""
     p = place(vm, topology)
     state = domains.state(vm.uuid)
     running = state in RUNNING
     result = VmResult(vm.name, RunStatus.RETUNED if running else RunStatus.STARTED)
     if state == "undefined":   # before any host change
-        result.status, result.error = RunStatus.FAILED, str(NotDefined(vm))
+        result.status, result.error = RunStatus.FAILED, str(NotDefined(vm, path))
         return result
     try:
         if vm.rt:

@@ -229,11 +229,11 @@ def _check_rt(p: Placement, host: Host, report: _Report) -> None:
 
 def _check_libvirt(p: Placement, domain: Domain | None, report: _Report) -> None:
     from kvmrt.libvirt_sync.domxml import apply_config
+    from kvmrt.libvirt_sync.sync import not_defined
 
     vm = p.vm
     if domain is None:
-        report.warning("not-defined", f"no libvirt domain has UUID {vm.uuid}; define it "
-                       "(virt-install, virt-manager) or fix the section header", vm, None)
+        report.warning("not-defined", not_defined(vm, report.path), vm, None)
         return
     if apply_config(domain.xml, p) != domain.xml:  # the name is part of the XML
         report.warning("out-of-step", f"libvirt's XML of domain {domain.name!r} differs from "

@@ -73,7 +73,7 @@ def _to_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:
     require_valid(config, host, include_disabled=include_disabled, names=vms)
     selected = config.select(vms, include_disabled=include_disabled)
     domains = Domains(connect(uri, read_only=query))
-    return sync_to_libvirt(selected, host.topology, domains, query=query)
+    return sync_to_libvirt(selected, host.topology, domains, query=query, path=config.path)
 
 
 def _from_libvirt(path, uri, include_disabled, query, vms) -> list[Outcome]:

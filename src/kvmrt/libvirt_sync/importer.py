@@ -130,7 +130,7 @@ def sync_from_libvirt(config: Config, vms: list, host: Host, domains: Domains, *
     for vm in vms:
         domain = domains.by_uuid(vm.uuid)
         if domain is None:
-            outcomes.append(Outcome(vm.label, SyncStatus.FAILED, messages=[str(NotDefined(vm))]))
+            outcomes.append(Outcome(vm.label, SyncStatus.FAILED, messages=[str(NotDefined(vm, config.path))]))
             continue
         try:
             new = take_domain(config, vm, domain, host, baseline)

@@ -30,15 +30,23 @@ from kvmrt.libvirt_sync.domxml import (DomainFacts, apply_config, owned_changes,
 from kvmrt.placement import Placement, place
 
 
+def not_defined(vm: VmConfig, path: str | None = None) -> str:
+    """What to do about a VM whose domain libvirt does not have (reported next
+    to the VM's name, so the text does not repeat it)."""
+    from kvmrt.config import DEFAULT_PATH
+
+    where = "" if path in (None, DEFAULT_PATH) else f" -f {path}"
+    return (f"libvirt has no domain with UUID {vm.uuid} (deleted, or not defined yet); "
+            f"define it, or remove its section [{vm.uuid}] or set disabled = true in it "
+            f"(kvmrt-edit-config{where})")
+
+
 class NotDefined(KvmrtError):
     """A VM of the config has no libvirt domain with its UUID."""
 
-    def __init__(self, vm: VmConfig) -> None:
+    def __init__(self, vm: VmConfig, path: str | None = None) -> None:
         self.vm = vm
-        # Reported next to the VM's name, so the message does not repeat it.
-        super().__init__(
-            f"no libvirt domain has UUID {vm.uuid}; define the domain first "
-            "(virt-install, virt-manager) or fix the section header")
+        super().__init__(not_defined(vm, path))
 
 
 class NoSuchDomain(KvmrtError):
@@ -96,10 +104,11 @@ def _hide_secrets(xml: str) -> str:
     return _COOKIE.sub(r"\1(hidden)\2", _PASSWD.sub(r"\1\2(hidden)\2", xml))
 
 
-def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains) -> XmlChange:
+def plan_to_libvirt(vm: VmConfig, topology: Topology, domains: Domains,
+                    path: str | None = None) -> XmlChange:
     domain = domains.by_uuid(vm.uuid)
     if domain is None:
-        raise NotDefined(vm)
+        raise NotDefined(vm, path)
     return XmlChange(vm, domain, apply_config(domain.xml, place(vm, topology)))
 
 
@@ -257,13 +266,14 @@ class Outcome:
 
 
 def sync_to_libvirt(vms: list[VmConfig], topology: Topology, domains: Domains, *,
-                    query: bool) -> list[Outcome]:
+                    query: bool, path: str | None = None) -> list[Outcome]:
     """Write each VM into its domain's XML (or, with ``query``, only say
-    which are out of step)."""
+    which are out of step). ``path``: the config's, for what to do about a
+    VM libvirt has no domain for."""
     outcomes = []
     for vm in vms:
         try:
-            change = plan_to_libvirt(vm, topology, domains)
+            change = plan_to_libvirt(vm, topology, domains, path)
             if change.in_step:
                 outcomes.append(Outcome(vm.label, SyncStatus.IN_STEP))
             elif query:
