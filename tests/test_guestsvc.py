@@ -245,6 +245,32 @@ def test_trace_flush_says_when_the_kernel_has_no_snapshot(tmp_path, threadripper
     assert "error=" in records(tracefs)[0]
 
 
+def test_trace_flush_without_per_cpu_snapshots_takes_all_cpus_and_says_so(host_side):
+    port, _, tracefs = host_side
+    for per_cpu in tracefs.glob("per_cpu/cpu*/snapshot"):
+        per_cpu.unlink()
+    with Client(port.path, trace_marker="") as gs:
+        reply = gs.trace_flush(1)
+    assert reply.status == "ok" and reply.text.startswith("all CPUs (per-CPU snapshots of ")
+    assert reply.text.endswith(" need CONFIG_TRACER_SNAPSHOT_PER_CPU_SWAP)")
+    assert (tracefs / "snapshot").read_text() == "1"
+
+
+def test_a_snapshot_the_kernel_refuses_is_an_error_and_the_vm_stays_connected(host_side):
+    """A write to ``snapshot`` the kernel refuses (EBUSY under a latency
+    tracer; here a directory: EISDIR) is the guest's error reply, not the
+    end of the VM's connection."""
+    port, _, tracefs = host_side
+    (tracefs / "snapshot").unlink()
+    (tracefs / "snapshot").mkdir()
+    with Client(port.path, trace_marker="") as gs:
+        with pytest.raises(GsError, match=r"refused the snapshot \(snapshot: Is a directory\)"):
+            gs.trace_flush(2)
+        assert gs.ping(b"still here").text == "still here"
+    flush = next(r for r in records(tracefs) if r.startswith("TRACE_FLUSH_HOST"))
+    assert fields(flush)["error"] == "the host kernel refused the snapshot (snapshot: Is a directory)"
+
+
 def test_available_fails_fast_without_a_host_side(tmp_path):
     lonely = socket.socket(socket.AF_UNIX)
     lonely.bind(str(tmp_path / "nobody.sock"))
