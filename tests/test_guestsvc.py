@@ -6,6 +6,7 @@ and the real tracefs in a private mount namespace."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -20,7 +21,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from kvmrt.guestsvc import protocol as proto
-from kvmrt.guestsvc.guest import Client, GsError, NotAvailable, find_port, main as gs_main
+from kvmrt.guestsvc.guest import (Client, GsError, NotAvailable, PortFull, find_port,
+                                  main as gs_main)
 from kvmrt.guestsvc.host import GuestServices, QemuCpus, Vm
 from kvmrt.guestsvc.tracefs import Tracefs
 from kvmrt.host import HostFS
@@ -286,6 +288,26 @@ def test_available_fails_fast_without_a_host_side(tmp_path):
         Client(str(tmp_path / "nobody.sock"))
 
 
+def test_a_log_msg_that_does_not_wait_never_waits_for_a_full_port(tmp_path):
+    """The host side is connected but does not read (stuck): ``wait=False``
+    calls fail at once with PortFull once the port is full, they do not
+    wait the client's timeout."""
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.bind(str(tmp_path / "stuck.sock"))
+    stuck.listen(1)
+    with Client(str(tmp_path / "stuck.sock"), timeout=2.0, trace_marker="") as gs:
+        slowest = 0.0
+        with pytest.raises(PortFull, match="line dropped"):
+            for _ in range(100000):
+                start = time.monotonic()
+                try:
+                    gs.log_msg(b"m" * 1000, wait=False)
+                finally:
+                    slowest = max(slowest, time.monotonic() - start)
+    stuck.close()
+    assert slowest < 0.5
+
+
 def test_guest_events_go_to_the_guests_trace_marker(host_side, tmp_path):
     port, _, _ = host_side
     marker = tmp_path / "guest_marker"
@@ -383,6 +405,49 @@ def test_c_tool_fails_fast_without_a_host(c_tool, tmp_path):
     lonely.close()
     done = run_c(c_tool, "--port", str(tmp_path / "absent"), "available")
     assert done.returncode == 1 and "not available" in done.stderr
+
+
+NOWAIT_LOOP = r"""
+#include "libkvmrtgs.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9; }
+int main(int argc, char **argv) {   /* a real-time loop logging without waiting */
+    struct kvmrtgs *gs = kvmrtgs_open(argv[1], 2000);
+    char msg[1000]; double slowest = 0;
+    memset(msg, 'm', sizeof(msg));
+    kvmrtgs_set_trace_marker(gs, NULL);
+    for (int i = 0; i < 100000; i++) {
+        double start = now();
+        int r = kvmrtgs_log_msg(gs, msg, sizeof(msg), KVMRTGS_NOWAIT);
+        if (now() - start > slowest) slowest = now() - start;
+        if (r < 0) { printf("%s %.3f\n", strerror(errno), slowest); return 0; }
+    }
+    return 1;
+}
+"""
+
+
+def test_c_log_msg_nowait_never_waits_for_a_full_port(tmp_path):
+    """kvmrtgs_log_msg(KVMRTGS_NOWAIT) costs the write: with a host side
+    that is connected but does not read, the call that finds the port full
+    fails at once with EAGAIN instead of waiting the 2 s timeout."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is missing")
+    (tmp_path / "loop.c").write_text(NOWAIT_LOOP)
+    subprocess.run([gcc, "-O2", "-I", str(GUEST_SRC), "-o", str(tmp_path / "loop"),
+                    str(tmp_path / "loop.c"), str(GUEST_SRC / "libkvmrtgs.c")], check=True)
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.bind(str(tmp_path / "stuck.sock"))
+    stuck.listen(1)
+    done = run_c(tmp_path / "loop", str(tmp_path / "stuck.sock"))
+    stuck.close()
+    error, slowest = done.stdout.rsplit(" ", 1)
+    assert error == os.strerror(errno.EAGAIN) and float(slowest) < 0.5
 
 
 @pytest.mark.parametrize("args, why", [
