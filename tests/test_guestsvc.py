@@ -329,6 +329,10 @@ def test_python_tool_exit_statuses(host_side, tmp_path, capsys):
     assert gs_main(["bogus"]) == 2
     assert gs_main(["trace_flush", "9"]) == 2
     assert gs_main(["log_msg"]) == 2
+    capsys.readouterr()
+    assert gs_main(["--timeout", "abc", "available"]) == 2
+    assert capsys.readouterr().err.startswith("kvmrt-gs: --timeout S: seconds, not abc\n")
+    assert gs_main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: kvmrt-gs ")
 
 
 def test_find_port_reads_virtio_port_names(tmp_path):

@@ -237,6 +237,17 @@ class Usage(Exception):
     pass
 
 
+def _seconds(value: str) -> float:
+    """``--timeout S``: 0 to 3600 seconds, as the C tool takes it."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise Usage(f"--timeout S: seconds, not {value}")
+    return seconds
+
+
 def parse_commands(argv: list[str]) -> tuple[dict, list[tuple[str, str | None]]]:
     opts = {"port": None, "timeout": DEFAULT_TIMEOUT, "trace_marker": None}
     i = 0
@@ -249,7 +260,7 @@ def parse_commands(argv: list[str]) -> tuple[dict, list[tuple[str, str | None]]]
         if key not in ("--port", "--timeout", "--trace-marker") or i + 1 >= len(argv):
             raise Usage(f"unknown option {key}")
         value = argv[i + 1]
-        opts[key[2:].replace("-", "_")] = float(value) if key == "--timeout" else value
+        opts[key[2:].replace("-", "_")] = _seconds(value) if key == "--timeout" else value
         i += 2
     commands = []
     while i < len(argv):
@@ -288,8 +299,12 @@ def run_command(gs: Client, name: str, arg: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--help"]:
+        print(USAGE)
+        return 0
     try:
-        opts, commands = parse_commands(sys.argv[1:] if argv is None else argv)
+        opts, commands = parse_commands(argv)
         for name, arg in commands:
             if arg is not None and name in ("log_msg", "trace_log_data"):
                 proto.parse_data(arg)
