@@ -27,7 +27,7 @@ from kvmrt.guestsvc.host import GuestServices, QemuCpus, Vm
 from kvmrt.guestsvc.tracefs import Tracefs
 from kvmrt.host import HostFS
 from kvmrt.host.qemu import read_qemu_status
-from kvmrt.host.tasks import read_tasks
+from kvmrt.host.tasks import read_task, set_affinity
 
 VM = Vm("00000000-0000-4000-8000-000000000001", "RedHawk-8.4-RT")
 
@@ -209,13 +209,26 @@ def test_host_cuts_a_foreign_clients_long_line(host_side):
     assert syslog.next().count("y") == int(replies[0].text)
 
 
+def pin_vcpus_like_libvirt(root: Path) -> dict[int, int]:
+    """The VM's vCPU n pinned to host CPUs 8+2n and 9+2n, last run on 9+2n
+    (``stat`` field 39); the host CPU each vCPU last ran on."""
+    fs = HostFS(root)
+    status = read_qemu_status(fs, VM.name)
+    last = {}
+    for n, tid in status.vcpus.items():
+        set_affinity(fs, read_task(fs, status.pid, tid), frozenset({8 + 2 * n, 9 + 2 * n}))
+        stat = root / f"proc/{status.pid}/task/{tid}/stat"
+        head, _, rest = stat.read_text().rpartition(")")
+        fields = rest.split()
+        fields[36] = str(9 + 2 * n)          # field 39 ("processor"), after pid and comm
+        stat.write_text(f"{head}) {' '.join(fields)}")
+        last[n] = 9 + 2 * n
+    return last
+
+
 def test_trace_flush_scopes_snapshot_the_right_cpus(host_side, threadripper):
     port, _, tracefs = host_side
-    fs = HostFS(threadripper)
-    status = read_qemu_status(fs, VM.name)
-    by_tid = {t.tid: t for t in read_tasks(fs, [status.pid])}
-    vcpu1 = by_tid[status.vcpus[1]]
-    vm_cpus = frozenset().union(*(by_tid[t].affinity for t in status.vcpus.values()))
+    last = pin_vcpus_like_libvirt(threadripper)      # 4 vCPUs on host CPUs 8-15
     def snapped() -> set[int]:
         return {int(p.parent.name[3:]) for p in tracefs.glob("per_cpu/cpu*/snapshot")
                 if p.read_text() == "1"}
@@ -224,10 +237,10 @@ def test_trace_flush_scopes_snapshot_the_right_cpus(host_side, threadripper):
         # The stand-in port runs no vCPU: the sender says it ran on guest CPU 1.
         line = proto.Request(5, "trace_flush", time.time_ns(), 1, b"0").line()
         os.write(gs.fd, line)
-        assert gs._receive(5).text == f"CPUs {vcpu1.last_cpu}"
-        assert snapped() == {vcpu1.last_cpu}
-        assert gs.trace_flush(1).status == "ok"
-        assert snapped() == vm_cpus | {vcpu1.last_cpu}
+        assert gs._receive(5).text == f"CPUs {last[1]}" == "CPUs 11"
+        assert snapped() == {11}
+        assert gs.trace_flush(1).text == "CPUs 8-15"
+        assert snapped() == set(range(8, 16))
         assert (tracefs / "snapshot").read_text() == "0"
         assert gs.trace_flush(2).text == "all CPUs"
         assert (tracefs / "snapshot").read_text() == "1"
