@@ -301,24 +301,46 @@ def test_available_fails_fast_without_a_host_side(tmp_path):
         Client(str(tmp_path / "nobody.sock"))
 
 
-def test_a_log_msg_that_does_not_wait_never_waits_for_a_full_port(tmp_path):
-    """The host side is connected but does not read (stuck): ``wait=False``
-    calls fail at once with PortFull once the port is full, they do not
-    wait the client's timeout."""
-    stuck = socket.socket(socket.AF_UNIX)
-    stuck.bind(str(tmp_path / "stuck.sock"))
-    stuck.listen(1)
-    with Client(str(tmp_path / "stuck.sock"), timeout=2.0, trace_marker="") as gs:
-        slowest = 0.0
-        with pytest.raises(PortFull, match="line dropped"):
-            for _ in range(100000):
-                start = time.monotonic()
-                try:
-                    gs.log_msg(b"m" * 1000, wait=False)
-                finally:
-                    slowest = max(slowest, time.monotonic() - start)
-    stuck.close()
-    assert slowest < 0.5
+@pytest.fixture(params=["socket", "device"])
+def stuck_port(request, tmp_path):
+    """A port whose host side is connected but does not read (stuck): a
+    unix socket nobody accepts, or a FIFO standing in for the virtio
+    character device (opened like /dev/vportNpM)."""
+    path = tmp_path / "stuck"
+    if request.param == "device":
+        os.mkfifo(path)
+        yield str(path)
+        return
+    with socket.socket(socket.AF_UNIX) as stuck:
+        stuck.bind(str(path))
+        stuck.listen(1)
+        yield str(path)
+
+
+def test_a_log_msg_that_does_not_wait_never_waits_for_a_full_port(stuck_port):
+    """``wait=False`` calls fail at once with PortFull once the port is
+    full; they neither block nor wait the client's 2 s timeout."""
+    outcome: dict = {}
+
+    def rt_loop() -> None:
+        with Client(stuck_port, timeout=2.0, trace_marker="") as gs:
+            slowest = 0.0
+            try:
+                for _ in range(100000):
+                    start = time.monotonic()
+                    try:
+                        gs.log_msg(b"m" * 1000, wait=False)
+                    finally:
+                        slowest = max(slowest, time.monotonic() - start)
+            except GsError as exc:
+                outcome.update(error=exc, slowest=slowest)
+
+    loop = threading.Thread(target=rt_loop, daemon=True)
+    loop.start()
+    loop.join(20)
+    assert not loop.is_alive(), "a write blocked"
+    assert isinstance(outcome["error"], PortFull) and "line dropped" in str(outcome["error"])
+    assert outcome["slowest"] < 0.5
 
 
 def test_guest_events_go_to_the_guests_trace_marker(host_side, tmp_path):
@@ -448,21 +470,17 @@ int main(int argc, char **argv) {   /* a real-time loop logging without waiting 
 """
 
 
-def test_c_log_msg_nowait_never_waits_for_a_full_port(tmp_path):
+def test_c_log_msg_nowait_never_waits_for_a_full_port(tmp_path, stuck_port):
     """kvmrtgs_log_msg(KVMRTGS_NOWAIT) costs the write: with a host side
     that is connected but does not read, the call that finds the port full
-    fails at once with EAGAIN instead of waiting the 2 s timeout."""
+    fails at once with EAGAIN; it neither blocks nor waits the 2 s timeout."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is missing")
     (tmp_path / "loop.c").write_text(NOWAIT_LOOP)
     subprocess.run([gcc, "-O2", "-I", str(GUEST_SRC), "-o", str(tmp_path / "loop"),
                     str(tmp_path / "loop.c"), str(GUEST_SRC / "libkvmrtgs.c")], check=True)
-    stuck = socket.socket(socket.AF_UNIX)
-    stuck.bind(str(tmp_path / "stuck.sock"))
-    stuck.listen(1)
-    done = run_c(tmp_path / "loop", str(tmp_path / "stuck.sock"))
-    stuck.close()
+    done = run_c(tmp_path / "loop", stuck_port)
     error, slowest = done.stdout.rsplit(" ", 1)
     assert error == os.strerror(errno.EAGAIN) and float(slowest) < 0.5
 
