@@ -242,8 +242,13 @@ static int wait_for(struct kvmrtgs *gs, short events, long long deadline)
 	return 0;
 }
 
-static int send_line(struct kvmrtgs *gs, const char *buf, size_t len, long long deadline)
+/* NOWAIT: a port too full to take the line's first byte fails at once
+ * (EAGAIN, the line dropped); a line begun is finished within the timeout. */
+static int send_line(struct kvmrtgs *gs, const char *buf, size_t len, long long deadline,
+		     int nowait)
 {
+	size_t whole = len;
+
 	while (len) {
 		ssize_t n = gs->is_socket ? send(gs->fd, buf, len, MSG_NOSIGNAL)
 					  : write(gs->fd, buf, len);
@@ -252,8 +257,14 @@ static int send_line(struct kvmrtgs *gs, const char *buf, size_t len, long long 
 			buf += n;
 			len -= (size_t)n;
 		} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-			if (wait_for(gs, POLLOUT, deadline) < 0)
+			int at_once = nowait && len == whole;
+
+			if (wait_for(gs, POLLOUT, at_once ? 0 : deadline) < 0) {
+				if (at_once && errno == ETIMEDOUT)
+					errno = EAGAIN;
 				return -1;
+			}
+			nowait = 0; /* writable again: a line like any other */
 		} else {
 			if (n == 0 || errno == EPIPE || errno == ECONNRESET)
 				errno = ENOTCONN;
@@ -388,7 +399,7 @@ int kvmrtgs_request(struct kvmrtgs *gs, const char *command, const void *arg, si
 	}
 	gs->line[head + used] = '\n';
 	mark(gs, command, seq, arg, len);
-	if (send_line(gs, gs->line, head + used + 1, deadline) < 0)
+	if (send_line(gs, gs->line, head + used + 1, deadline, !seq) < 0)
 		return -1;
 	if (kept < len)
 		snprintf(gs->detail, sizeof(gs->detail), "%zu", kept);

@@ -11,6 +11,8 @@
  *
  * Nothing blocks longer than the timeout: the port is non-blocking and a
  * host side that is not connected fails a call at once (errno ENOTCONN).
+ * With KVMRTGS_NOWAIT a call costs the write of one line: a port too full
+ * to take it fails at once (errno EAGAIN; the line is dropped).
  * No call allocates memory except kvmrtgs_open. A handle is not
  * thread-safe; use one per thread (the port opens once: share it under a
  * lock, or open it in one thread).
@@ -18,7 +20,8 @@
  * Calls return KVMRTGS_OK (0), KVMRTGS_CUT (1: the argument was longer
  * than the host accepts and was cut; kvmrtgs_detail() says how many bytes
  * were kept) or -1 with errno: ENODEV (no port), ENOTCONN (no host side),
- * ETIMEDOUT (no reply in time), EPROTO (not a gs1 reply), EREMOTEIO (the
+ * ETIMEDOUT (no reply in time), EAGAIN (KVMRTGS_NOWAIT: the port is full,
+ * the host side does not read), EPROTO (not a gs1 reply), EREMOTEIO (the
  * host said err; kvmrtgs_detail() says why), EINVAL (bad argument).
  */
 #ifndef LIBKVMRTGS_H

@@ -6,6 +6,7 @@ and the real tracefs in a private mount namespace."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -20,12 +21,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from kvmrt.guestsvc import protocol as proto
-from kvmrt.guestsvc.guest import Client, GsError, NotAvailable, find_port, main as gs_main
+from kvmrt.guestsvc.guest import (Client, GsError, NotAvailable, PortFull, find_port,
+                                  main as gs_main)
 from kvmrt.guestsvc.host import GuestServices, QemuCpus, Vm
 from kvmrt.guestsvc.tracefs import Tracefs
 from kvmrt.host import HostFS
 from kvmrt.host.qemu import read_qemu_status
-from kvmrt.host.tasks import read_tasks
+from kvmrt.host.tasks import read_task, set_affinity
 
 VM = Vm("00000000-0000-4000-8000-000000000001", "RedHawk-8.4-RT")
 
@@ -207,13 +209,26 @@ def test_host_cuts_a_foreign_clients_long_line(host_side):
     assert syslog.next().count("y") == int(replies[0].text)
 
 
+def pin_vcpus_like_libvirt(root: Path) -> dict[int, int]:
+    """The VM's vCPU n pinned to host CPUs 8+2n and 9+2n, last run on 9+2n
+    (``stat`` field 39); the host CPU each vCPU last ran on."""
+    fs = HostFS(root)
+    status = read_qemu_status(fs, VM.name)
+    last = {}
+    for n, tid in status.vcpus.items():
+        set_affinity(fs, read_task(fs, status.pid, tid), frozenset({8 + 2 * n, 9 + 2 * n}))
+        stat = root / f"proc/{status.pid}/task/{tid}/stat"
+        head, _, rest = stat.read_text().rpartition(")")
+        fields = rest.split()
+        fields[36] = str(9 + 2 * n)          # field 39 ("processor"), after pid and comm
+        stat.write_text(f"{head}) {' '.join(fields)}")
+        last[n] = 9 + 2 * n
+    return last
+
+
 def test_trace_flush_scopes_snapshot_the_right_cpus(host_side, threadripper):
     port, _, tracefs = host_side
-    fs = HostFS(threadripper)
-    status = read_qemu_status(fs, VM.name)
-    by_tid = {t.tid: t for t in read_tasks(fs, [status.pid])}
-    vcpu1 = by_tid[status.vcpus[1]]
-    vm_cpus = frozenset().union(*(by_tid[t].affinity for t in status.vcpus.values()))
+    last = pin_vcpus_like_libvirt(threadripper)      # 4 vCPUs on host CPUs 8-15
     def snapped() -> set[int]:
         return {int(p.parent.name[3:]) for p in tracefs.glob("per_cpu/cpu*/snapshot")
                 if p.read_text() == "1"}
@@ -222,10 +237,10 @@ def test_trace_flush_scopes_snapshot_the_right_cpus(host_side, threadripper):
         # The stand-in port runs no vCPU: the sender says it ran on guest CPU 1.
         line = proto.Request(5, "trace_flush", time.time_ns(), 1, b"0").line()
         os.write(gs.fd, line)
-        assert gs._receive(5).text == f"CPUs {vcpu1.last_cpu}"
-        assert snapped() == {vcpu1.last_cpu}
-        assert gs.trace_flush(1).status == "ok"
-        assert snapped() == vm_cpus | {vcpu1.last_cpu}
+        assert gs._receive(5).text == f"CPUs {last[1]}" == "CPUs 11"
+        assert snapped() == {11}
+        assert gs.trace_flush(1).text == "CPUs 8-15"
+        assert snapped() == set(range(8, 16))
         assert (tracefs / "snapshot").read_text() == "0"
         assert gs.trace_flush(2).text == "all CPUs"
         assert (tracefs / "snapshot").read_text() == "1"
@@ -245,6 +260,32 @@ def test_trace_flush_says_when_the_kernel_has_no_snapshot(tmp_path, threadripper
     assert "error=" in records(tracefs)[0]
 
 
+def test_trace_flush_without_per_cpu_snapshots_takes_all_cpus_and_says_so(host_side):
+    port, _, tracefs = host_side
+    for per_cpu in tracefs.glob("per_cpu/cpu*/snapshot"):
+        per_cpu.unlink()
+    with Client(port.path, trace_marker="") as gs:
+        reply = gs.trace_flush(1)
+    assert reply.status == "ok" and reply.text.startswith("all CPUs (per-CPU snapshots of ")
+    assert reply.text.endswith(" need CONFIG_TRACER_SNAPSHOT_PER_CPU_SWAP)")
+    assert (tracefs / "snapshot").read_text() == "1"
+
+
+def test_a_snapshot_the_kernel_refuses_is_an_error_and_the_vm_stays_connected(host_side):
+    """A write to ``snapshot`` the kernel refuses (EBUSY under a latency
+    tracer; here a directory: EISDIR) is the guest's error reply, not the
+    end of the VM's connection."""
+    port, _, tracefs = host_side
+    (tracefs / "snapshot").unlink()
+    (tracefs / "snapshot").mkdir()
+    with Client(port.path, trace_marker="") as gs:
+        with pytest.raises(GsError, match=r"refused the snapshot \(snapshot: Is a directory\)"):
+            gs.trace_flush(2)
+        assert gs.ping(b"still here").text == "still here"
+    flush = next(r for r in records(tracefs) if r.startswith("TRACE_FLUSH_HOST"))
+    assert fields(flush)["error"] == "the host kernel refused the snapshot (snapshot: Is a directory)"
+
+
 def test_available_fails_fast_without_a_host_side(tmp_path):
     lonely = socket.socket(socket.AF_UNIX)
     lonely.bind(str(tmp_path / "nobody.sock"))
@@ -258,6 +299,48 @@ def test_available_fails_fast_without_a_host_side(tmp_path):
     os.unlink(tmp_path / "nobody.sock")
     with pytest.raises(NotAvailable):
         Client(str(tmp_path / "nobody.sock"))
+
+
+@pytest.fixture(params=["socket", "device"])
+def stuck_port(request, tmp_path):
+    """A port whose host side is connected but does not read (stuck): a
+    unix socket nobody accepts, or a FIFO standing in for the virtio
+    character device (opened like /dev/vportNpM)."""
+    path = tmp_path / "stuck"
+    if request.param == "device":
+        os.mkfifo(path)
+        yield str(path)
+        return
+    with socket.socket(socket.AF_UNIX) as stuck:
+        stuck.bind(str(path))
+        stuck.listen(1)
+        yield str(path)
+
+
+def test_a_log_msg_that_does_not_wait_never_waits_for_a_full_port(stuck_port):
+    """``wait=False`` calls fail at once with PortFull once the port is
+    full; they neither block nor wait the client's 2 s timeout."""
+    outcome: dict = {}
+
+    def rt_loop() -> None:
+        with Client(stuck_port, timeout=2.0, trace_marker="") as gs:
+            slowest = 0.0
+            try:
+                for _ in range(100000):
+                    start = time.monotonic()
+                    try:
+                        gs.log_msg(b"m" * 1000, wait=False)
+                    finally:
+                        slowest = max(slowest, time.monotonic() - start)
+            except GsError as exc:
+                outcome.update(error=exc, slowest=slowest)
+
+    loop = threading.Thread(target=rt_loop, daemon=True)
+    loop.start()
+    loop.join(20)
+    assert not loop.is_alive(), "a write blocked"
+    assert isinstance(outcome["error"], PortFull) and "line dropped" in str(outcome["error"])
+    assert outcome["slowest"] < 0.5
 
 
 def test_guest_events_go_to_the_guests_trace_marker(host_side, tmp_path):
@@ -281,6 +364,10 @@ def test_python_tool_exit_statuses(host_side, tmp_path, capsys):
     assert gs_main(["bogus"]) == 2
     assert gs_main(["trace_flush", "9"]) == 2
     assert gs_main(["log_msg"]) == 2
+    capsys.readouterr()
+    assert gs_main(["--timeout", "abc", "available"]) == 2
+    assert capsys.readouterr().err.startswith("kvmrt-gs: --timeout S: seconds, not abc\n")
+    assert gs_main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage: kvmrt-gs ")
 
 
 def test_find_port_reads_virtio_port_names(tmp_path):
@@ -357,6 +444,45 @@ def test_c_tool_fails_fast_without_a_host(c_tool, tmp_path):
     lonely.close()
     done = run_c(c_tool, "--port", str(tmp_path / "absent"), "available")
     assert done.returncode == 1 and "not available" in done.stderr
+
+
+NOWAIT_LOOP = r"""
+#include "libkvmrtgs.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9; }
+int main(int argc, char **argv) {   /* a real-time loop logging without waiting */
+    struct kvmrtgs *gs = kvmrtgs_open(argv[1], 2000);
+    char msg[1000]; double slowest = 0;
+    memset(msg, 'm', sizeof(msg));
+    kvmrtgs_set_trace_marker(gs, NULL);
+    for (int i = 0; i < 100000; i++) {
+        double start = now();
+        int r = kvmrtgs_log_msg(gs, msg, sizeof(msg), KVMRTGS_NOWAIT);
+        if (now() - start > slowest) slowest = now() - start;
+        if (r < 0) { printf("%s %.3f\n", strerror(errno), slowest); return 0; }
+    }
+    return 1;
+}
+"""
+
+
+def test_c_log_msg_nowait_never_waits_for_a_full_port(tmp_path, stuck_port):
+    """kvmrtgs_log_msg(KVMRTGS_NOWAIT) costs the write: with a host side
+    that is connected but does not read, the call that finds the port full
+    fails at once with EAGAIN; it neither blocks nor waits the 2 s timeout."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is missing")
+    (tmp_path / "loop.c").write_text(NOWAIT_LOOP)
+    subprocess.run([gcc, "-O2", "-I", str(GUEST_SRC), "-o", str(tmp_path / "loop"),
+                    str(tmp_path / "loop.c"), str(GUEST_SRC / "libkvmrtgs.c")], check=True)
+    done = run_c(tmp_path / "loop", stuck_port)
+    error, slowest = done.stdout.rsplit(" ", 1)
+    assert error == os.strerror(errno.EAGAIN) and float(slowest) < 0.5
 
 
 @pytest.mark.parametrize("args, why", [

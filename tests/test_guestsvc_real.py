@@ -54,7 +54,9 @@ gs trace_log_data hex:00017f
 gs trace_flush 2; echo "GS: trace_flush status $?"
 gs log_msg "last message"
 echo "GS: done"
-cat /sys/kernel/tracing/trace | grep _GUEST | sed 's/^/GUEST-TRACE: /'
+[ -e /sys/kernel/tracing/trace_marker ] && echo "GS: guest trace_marker yes"
+grep _GUEST /sys/kernel/tracing/trace | sed 's/^/GUEST-TRACE: /'
+echo "GS: trace dumped"
 while true; do sleep 60; done
 """
 
@@ -153,7 +155,7 @@ def wait_for(check, timeout: float, what: str):
 
 def record_fields(record: str) -> dict[str, str]:
     """The fields before the free text (``msg=``, ``data=``… take the rest)."""
-    head = re.split(r" (?:msg|data|cookie|error)=", record, maxsplit=1)[0]
+    head = re.split(r" (?:msg|data|cookie|error|arg)=", record, maxsplit=1)[0]
     return dict(re.findall(r"(\w+)=(\S*)", head))
 
 
@@ -251,6 +253,19 @@ def test_real_guest_services_end_to_end(e2e):
         snapshot_ok = (Path(f"/proc/{gsd.pid}/root{tracing}") / "snapshot").exists()
         assert ("snapshot=" in flush) if snapshot_ok else ("CONFIG_TRACER_SNAPSHOT" in flush)
         assert "data=\\x00\\x01\\x7f" in next(t for t in ours if t.startswith("TRACE_LOG"))
+
+        # The guest's own *_GUEST events, one per *_HOST record, same guest time.
+        wait_for(lambda: "GS: trace dumped" in (work / "console.log").read_text(errors="replace"),
+                 60, "the guest's trace on its console")
+        console = (work / "console.log").read_text(errors="replace")
+        if "GS: guest trace_marker yes" in console:
+            guest = [line.split("tracing_mark_write: ", 1)[1] for line in console.splitlines()
+                     if line.startswith("GUEST-TRACE: ") and "tracing_mark_write: " in line]
+            guest = [g for g in guest if not g.startswith("AVAILABLE_GUEST")]
+            assert [g.split()[0] for g in guest] == [k.replace("_HOST", "_GUEST") for k in kinds]
+            host = [t for t in ours if not t.startswith("AVAILABLE_HOST")]
+            assert [record_fields(g)["guest_ns"] for g in guest] == \
+                [record_fields(h)["guest_ns"] for h in host]
 
         stopped = run(str(BIN / "kvmrt-shutdown"), "-f", str(cfg), "--force", "--timeout", "5",
                       name, env=env)

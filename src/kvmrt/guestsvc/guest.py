@@ -11,7 +11,9 @@ socket path may stand in for it (``port=``). Every call records its
 ``COMMAND_GUEST`` event in the guest's ftrace buffer (``trace_marker``)
 when the guest has tracefs mounted. Nothing here blocks longer than
 ``timeout``: the port is non-blocking, and a host side that is not
-connected makes every call raise :class:`NotAvailable` at once.
+connected makes every call raise :class:`NotAvailable` at once. A call
+with ``wait=False`` costs the write of one line: a port too full to take
+it raises :class:`PortFull` at once (the line is dropped).
 
 Run as ``python3 -m kvmrt.guestsvc.guest COMMAND ARGS...``: the same
 commands and exit statuses as the C tool ``kvmrt-gs``.
@@ -42,6 +44,11 @@ class GsError(Exception):
 
 class NotAvailable(GsError):
     """No host side listens (or no port)."""
+
+
+class PortFull(GsError):
+    """``wait=False``: the port cannot take the line now (the host side does
+    not read); the line was dropped, the call did not wait."""
 
 
 def find_port(ports_dir: Path = PORTS_DIR) -> str:
@@ -145,7 +152,7 @@ class Client:
         head = f"{proto.VERSION} {seq} {command} {guest_ns} {'-' if cpu is None else cpu}"
         line, kept = proto.fit_line(head, arg)
         self._mark(command, seq, guest_ns, arg)
-        self._send(line)
+        self._send(line, at_once=not wait)
         self.last_guest_ns = guest_ns
         if not wait:
             return kept
@@ -165,22 +172,31 @@ class Client:
         except OSError:
             pass   # a disabled buffer costs the guest record, not the call
 
-    def _poll(self, events: int) -> None:
+    def _poll(self, events: int, timeout: float | None = None) -> None:
         poller = select.poll()
         poller.register(self.fd, events)
-        ready = poller.poll(self.timeout * 1000)
+        ready = poller.poll((self.timeout if timeout is None else timeout) * 1000)
+        if not ready and timeout == 0:
+            raise PortFull("the port is full (the host side does not read): line dropped")
         if not ready:
             raise NotAvailable(f"no answer from the host within {self.timeout:g} s")
         revents = ready[0][1]
         if revents & (select.POLLHUP | select.POLLERR) and not revents & events:
             raise NotAvailable("the host side is not connected")
 
-    def _send(self, line: bytes) -> None:
+    def _send(self, line: bytes, *, at_once: bool = False) -> None:
+        """Write ``line``; ``at_once``: a port that cannot take its first
+        byte raises :class:`PortFull` without waiting."""
         deadline = time.monotonic() + self.timeout
+        whole = len(line)
         while line:
             try:
                 line = line[os.write(self.fd, line):]
             except BlockingIOError:
+                if at_once and len(line) == whole:
+                    self._poll(select.POLLOUT, timeout=0.0)
+                    at_once = False     # writable again: a line like any other
+                    continue
                 if time.monotonic() > deadline:
                     raise NotAvailable("the host side does not read") from None
                 self._poll(select.POLLOUT)
@@ -221,6 +237,17 @@ class Usage(Exception):
     pass
 
 
+def _seconds(value: str) -> float:
+    """``--timeout S``: 0 to 3600 seconds, as the C tool takes it."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise Usage(f"--timeout S: seconds, not {value}")
+    return seconds
+
+
 def parse_commands(argv: list[str]) -> tuple[dict, list[tuple[str, str | None]]]:
     opts = {"port": None, "timeout": DEFAULT_TIMEOUT, "trace_marker": None}
     i = 0
@@ -233,7 +260,7 @@ def parse_commands(argv: list[str]) -> tuple[dict, list[tuple[str, str | None]]]
         if key not in ("--port", "--timeout", "--trace-marker") or i + 1 >= len(argv):
             raise Usage(f"unknown option {key}")
         value = argv[i + 1]
-        opts[key[2:].replace("-", "_")] = float(value) if key == "--timeout" else value
+        opts[key[2:].replace("-", "_")] = _seconds(value) if key == "--timeout" else value
         i += 2
     commands = []
     while i < len(argv):
@@ -272,8 +299,12 @@ def run_command(gs: Client, name: str, arg: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--help"]:
+        print(USAGE)
+        return 0
     try:
-        opts, commands = parse_commands(sys.argv[1:] if argv is None else argv)
+        opts, commands = parse_commands(argv)
         for name, arg in commands:
             if arg is not None and name in ("log_msg", "trace_log_data"):
                 proto.parse_data(arg)

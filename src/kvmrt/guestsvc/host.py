@@ -28,7 +28,7 @@ from typing import Protocol
 
 from kvmrt.errors import KvmrtError
 from kvmrt.guestsvc import protocol as proto
-from kvmrt.guestsvc.tracefs import SnapshotUnsupported, Tracefs
+from kvmrt.guestsvc.tracefs import SnapshotError, SnapshotUnsupported, Tracefs
 from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
 
@@ -130,7 +130,7 @@ class GuestServices:
         try:
             cpus = self._scope_cpus(vm, scope, req.cpu)
             taken = self._snapshot(cpus)
-        except (SnapshotUnsupported, _BadScope) as exc:
+        except (SnapshotError, _BadScope) as exc:
             self._record(vm, req, now, scope=scope, error=proto.escape(str(exc).encode()))
             return "err", str(exc).encode()
         self._record(vm, req, now, scope=scope, snapshot=taken.replace(" ", "_"))

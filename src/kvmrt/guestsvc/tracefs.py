@@ -7,7 +7,9 @@ mounted at ``/sys/kernel/tracing``, as trace-cmd does. Snapshots: writing
 snapshot buffer (kernels with ``CONFIG_TRACER_SNAPSHOT_PER_CPU_SWAP``);
 the top-level ``snapshot`` takes every CPU at once. A kernel without
 ``CONFIG_TRACER_SNAPSHOT`` has no ``snapshot`` file at all:
-:class:`SnapshotUnsupported` says so.
+:class:`SnapshotUnsupported` says so; a write the kernel refuses (EBUSY
+while a latency tracer owns the snapshot buffer, ENOMEM allocating it) is
+a :class:`SnapshotError`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ class TracefsError(KvmrtError):
     """tracefs is not there and could not be mounted."""
 
 
-class SnapshotUnsupported(KvmrtError):
+class SnapshotError(KvmrtError):
+    """The kernel refused a snapshot."""
+
+
+class SnapshotUnsupported(SnapshotError):
     """The kernel cannot take the snapshot asked for."""
 
 
@@ -77,18 +83,28 @@ class Tracefs:
             raise SnapshotUnsupported("the host kernel has no ftrace snapshot "
                                       "(CONFIG_TRACER_SNAPSHOT is not set)")
         if cpus is None:
-            _write(top)
+            self._take("snapshot")
             return "all CPUs"
         try:
             for cpu in sorted(cpus):
                 _write(self.root / f"per_cpu/cpu{cpu}/snapshot")
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.ENOENT):
-                raise
-            _write(top)
+                raise _refused(f"per_cpu/cpu{cpu}/snapshot", exc) from exc
+            self._take("snapshot")
             return (f"all CPUs (per-CPU snapshots of {format_ids(cpus)} need "
                     "CONFIG_TRACER_SNAPSHOT_PER_CPU_SWAP)")
         return f"CPUs {format_ids(cpus)}"
+
+    def _take(self, name: str) -> None:
+        try:
+            _write(self.root / name)
+        except OSError as exc:
+            raise _refused(name, exc) from exc
+
+
+def _refused(name: str, exc: OSError) -> SnapshotError:
+    return SnapshotError(f"the host kernel refused the snapshot ({name}: {exc.strerror})")
 
 
 def _write(path: Path) -> None:
