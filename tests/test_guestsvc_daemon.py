@@ -183,6 +183,33 @@ def test_shutdown_with_a_config_without_guest_services_leaves_the_daemon(state):
         proc.wait(5)
 
 
+def test_shutdown_of_one_config_keeps_the_daemon_for_another_configs_running_vm(state):
+    """Two configs on one host: shutting down the last guest-services VM of
+    one must not cut off a running VM of the other."""
+    tmp_path, cfg, _ = state
+    config = parse_config(CONFIG)
+    service.prepare(config.vms)
+    other_uuid = "00000000-0000-4000-8000-0000000000b1"
+    gs_dir = tmp_path / "state/gs"
+    qemu = socket.socket(socket.AF_UNIX)          # the other config's VM, running
+    qemu.bind(str(gs_dir / f"{other_uuid}.sock"))
+    qemu.listen(1)
+    proc = start_daemon(cfg, tmp_path)
+    try:
+        wait_for(daemon.daemon_pid)
+        assert service.stop_for(config, {other_uuid}) == []
+        assert daemon.daemon_pid() == proc.pid and proc.poll() is None
+        # once that VM stops too, the next shutdown stops the daemon
+        assert service.stop_for(config, set()) == [
+            "guest services: stopped the host side (kvmrt-gsd)"]
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(5)
+        qemu.close()
+
+
 def test_stat_says_whether_a_running_vms_guest_services_are_connected(state):
     """kvmrt-stat, on libvirt's test driver (its domain 'test' runs): the VM's
     channel socket exists but no kvmrt-gsd serves it: 'listening'; then

@@ -48,14 +48,23 @@ def start_for(config: Config, config_path: str | None, running: set[str]) -> lis
     return []
 
 
+def _channels_of_running(running: set[str]) -> list[str]:
+    """The running domains (of any config) whose channel socket is there."""
+    return [p.name.removesuffix(".sock") for p in socket_dir().glob("*.sock")
+            if p.name.removesuffix(".sock").lower() in running]
+
+
 def stop_for(config: Config, running: set[str]) -> list[str]:
-    """Remove the sockets of stopped VMs; stop the daemon if no VM with
-    guest services runs. Notes to show."""
+    """Remove the sockets of stopped VMs; stop the daemon when no running
+    domain has a channel any more, whichever config it belongs to (the
+    daemon serves every socket of the directory). Notes to show."""
     running = {u.lower() for u in running}
     if not any(vm.guest_services for vm in config.vms):
         return []     # none of this config's business
     stopped = [vm.uuid for vm in config.vms if vm.guest_services and vm.uuid.lower() not in running]
     daemon.remove_sockets(stopped)
-    if not _with_services(config, running) and daemon.stop():
+    if _with_services(config, running) or _channels_of_running(running):
+        return []
+    if daemon.stop():
         return ["guest services: stopped the host side (kvmrt-gsd)"]
     return []
