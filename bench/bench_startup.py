@@ -39,7 +39,7 @@ GOAL = 3.0
 
 def tools() -> list[str]:
     return sorted(ep.name for ep in entry_points(group="console_scripts")
-                  if ep.value.startswith("kvmrt.commands."))
+                  if ep.value.startswith(("kvmrt.commands.", "kvmrt.guestsvc.gsd:")))
 
 
 def rows() -> list[tuple[str, list[str], tuple[int, ...]]]:

@@ -66,3 +66,20 @@ def test_argument_error_imports_no_heavy_module(tool, target):
     assert found["code"] == 2
     assert "Error: No such option '--no-such-option'" in out
     assert found["heavy"] == []
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["--no-such-option"], 2),
+                                       (["--version"], 0)])
+def test_gsd_answers_without_the_daemon_modules(argv, code):
+    """kvmrt-gsd (argparse) reads its command line before the daemon loads."""
+    probe = (f"import json, sys\nfrom kvmrt.guestsvc.gsd import main\n"
+             f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+             f"heavy = sorted(m for m in sys.modules if m.startswith({HEAVY!r}) "
+             f"or m == 'kvmrt.guestsvc.daemon')\n"
+             f"print(json.dumps({{'code': code, 'heavy': heavy}}), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    found = json.loads(proc.stderr.splitlines()[-1])
+    assert (found["code"] or 0) == code
+    assert found["heavy"] == []
+    assert "kvmrt-gsd" in proc.stdout + proc.stderr

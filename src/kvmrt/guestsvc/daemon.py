@@ -20,8 +20,6 @@ none runs any more. Under systemd ``kvmrt-gs.service`` runs it instead.
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
 import errno
 import fcntl
 import os
@@ -32,15 +30,19 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kvmrt.config.file import DEFAULT_PATH, load_config
+from kvmrt.config.file import load_config
 from kvmrt.errors import KvmrtError
-from kvmrt.guestsvc.host import SYSLOG_SOCKET, GuestServices, QemuCpus, Vm
+from kvmrt.guestsvc.host import GuestServices, QemuCpus, Vm
 from kvmrt.guestsvc.tracefs import Tracefs, TracefsError, mount_tracefs
 from kvmrt.host import read_host
 from kvmrt.host.fs import HostFS
 from kvmrt.libvirt_sync.domxml_channel import socket_dir
 from kvmrt.placement import place
+
+if TYPE_CHECKING:
+    import argparse
 
 SCAN_INTERVAL = 0.5
 
@@ -73,7 +75,7 @@ def start_background(config_path: str | None, *, wait: float = 5.0) -> int | Non
     pid = daemon_pid(directory)
     if pid is not None:
         return pid
-    cmd = [sys.executable, "-m", "kvmrt.guestsvc.daemon", "--detach"]
+    cmd = [sys.executable, "-m", "kvmrt.guestsvc.gsd", "--detach"]
     if config_path:
         cmd += ["-f", str(config_path)]
     # --detach starts the daemon and exits: the daemon is nobody's child to
@@ -207,23 +209,8 @@ def _tracer(no_trace: bool) -> Tracefs | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kvmrt-gsd", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version",
-                        version=f"kvmrt-gsd {importlib.metadata.version('kvmrt')}")
-    parser.add_argument("-f", "--file", default=DEFAULT_PATH, help="config file")
-    parser.add_argument("--syslog-socket", default=SYSLOG_SOCKET,
-                        help=f"the system log's socket (default {SYSLOG_SOCKET})")
-    parser.add_argument("--no-trace", action="store_true", help="no trace_marker records")
-    parser.add_argument("--detach", action="store_true",
-                        help="start the daemon in a new session and return")
-    args = parser.parse_args(argv)
-    if args.detach:
-        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--detach"]
-        subprocess.Popen([sys.executable, "-m", "kvmrt.guestsvc.daemon", *rest],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-        return 0
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM (``args``: :func:`kvmrt.guestsvc.gsd.parse`'s)."""
     fs = HostFS()
     directory = socket_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -249,4 +236,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from kvmrt.guestsvc.gsd import main
+
     sys.exit(main())

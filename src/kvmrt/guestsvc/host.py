@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kvmrt.errors import KvmrtError
+from kvmrt.guestsvc import SYSLOG_SOCKET
 from kvmrt.guestsvc import protocol as proto
 from kvmrt.guestsvc.tracefs import SnapshotError, SnapshotUnsupported, Tracefs
 from kvmrt.host import qemu, tasks
 from kvmrt.host.fs import HostFS
 
-SYSLOG_SOCKET = "/dev/log"
 READ_SIZE = 65536
 
 
