@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import hostcheck_fixtures as F
 from kvmrt.config.file import load_config
@@ -47,11 +48,25 @@ def test_stat_check_speaks_like_a_monitoring_plugin(host, tmp_path):  # noqa: F8
         "status": "OK", "problems": []}
 
 
+def _alive(pid: int) -> bool:
+    """Not yet exited: present in /proc and not a zombie."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def test_a_dead_watcher_reaches_kvmrt_stat(host):  # noqa: F811
     kvmrt(host, "kvmrt-boot", "RedHawk-8.4-RT")
     pin_like_libvirt(host)
     state = host / "run/kvmrt"
-    os.kill(int((state / "watcher.pid").read_text()), signal.SIGKILL)
+    pid = int((state / "watcher.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    # kill(2) returns before the process has exited (and let go of its lock)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.02)
     (state / "watcher.error").write_text("OSError: [Errno 5] Input/output error\n")
     out = kvmrt(host, "kvmrt-stat", "--check", check=1).stdout.splitlines()
     assert out[1] == ("the vfio IRQ watcher is not running (it failed: OSError: [Errno 5] "
