@@ -24,6 +24,7 @@ from kvmrt.lockfile import LockBusy
 from kvmrt.status import leftovers
 from kvmrt.tuning import engine, watcher
 from kvmrt.tuning.journal import Journal, JournalError
+from test_boot_cli import host  # noqa: F401  (fixture)
 from test_tuning import changed, rt_vm, tree
 
 TESTS = str(Path(__file__).parent)
@@ -211,6 +212,27 @@ def test_a_dangling_symlink_journal_is_refused_and_not_followed(tr, tmp_path):
         with pytest.raises(JournalError, match="is a symbolic link; kvmrt does not follow"):
             run()
     assert not (tmp_path / "elsewhere").exists() and changed(before, tree(tr)) == []
+
+
+@pytest.mark.parametrize("name", ["lock", "watcher.pid"])
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_a_symlinked_lock_or_pid_file_is_refused_and_its_target_untouched(tr, tmp_path, name,
+                                                                          dangling):
+    """Root writes its PID into both: through a link it would truncate or
+    create any file of the system."""
+    fs, before = HostFS(tr), tree(tr)
+    journal = Journal.for_host(fs)
+    journal.dir.mkdir(parents=True)
+    target = tmp_path / "passwd"
+    if not dangling:
+        target.write_text("root:x:0:0\n")
+    (journal.dir / name).symlink_to(target)
+    write = {"lock": lambda: engine.tune(fs, rt_vm(tr)),
+             "watcher.pid": lambda: watcher._write_pid(journal)}[name]
+    with pytest.raises(JournalError, match=f"{name}: is a symbolic link; kvmrt does not follow"):
+        write()
+    assert (target.read_text() == "root:x:0:0\n") if not dangling else not target.exists()
+    assert changed(before, tree(tr)) == []
 
 
 def test_a_symlinked_or_foreign_state_directory_is_refused(tr, tmp_path, monkeypatch):
@@ -419,6 +441,25 @@ def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
     proc = kvmrt(root, "kvmrt-stat", check=1)
     assert proc.stderr == (f"kvmrt-stat: journal {root}/run/kvmrt/journal.jsonl: not a "
                            "regular file; kvmrt writes only regular files there: remove it\n")
+
+
+@pytest.mark.parametrize("fault", ["corrupt line", "immutable directory"])
+def test_shutdown_with_a_journal_it_cannot_use_stops_no_vm(host, immutable, fault):
+    """kvmrt-shutdown used to stop its VMs, then fail to read the journal:
+    the VMs were down and the host stayed tuned. It refuses first."""
+    from test_boot_cli import kvmrt
+    kvmrt(host, "kvmrt-boot")
+    journal = Journal.for_host(HostFS(host))
+    if fault == "corrupt line":
+        first, rest = journal.path.read_bytes().split(b"\n", 1)
+        journal.path.write_bytes(first + b"\n" + CORRUPT["missing key"][0] + b"\n" + rest)
+    else:
+        immutable(journal.dir)
+    before, text = tree(host), journal.path.read_bytes()
+    proc = kvmrt(host, "kvmrt-shutdown", "--timeout", "5", check=1)
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"kvmrt-shutdown: journal {journal.path.parent}")
+    assert changed(before, tree(host)) == [] and journal.path.read_bytes() == text
 
 
 BOOT_SHUTDOWN_LOOP = """\
