@@ -433,6 +433,20 @@ def test_boot_with_wait_0_names_the_holder_and_changes_nothing(make_host):
     assert changed(before, tree(root)) == []
 
 
+@pytest.mark.parametrize("tool", ["kvmrt-boot", "kvmrt-shutdown", "kvmrt-sync-config"])
+def test_wait_nan_is_refused_not_an_endless_silent_wait(make_host, tool):
+    from test_boot_cli import kvmrt
+    root = make_host(hostgen.threadripper_5975wx())
+    holder = child(HOLD_LOCK.replace("journal.forget_vm", "pass  #"), root)
+    try:
+        reads(holder, "locked\n")
+        proc = kvmrt(root, tool, "--wait", "nan", check=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "Invalid value for '--wait': nan is not a number of seconds" in proc.stderr
+
+
 def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
     from test_boot_cli import kvmrt
     root = make_host(hostgen.threadripper_5975wx())
