@@ -187,6 +187,29 @@ def test_an_editor_that_cannot_run_leaves_no_copy(root, tmp_path):
     assert "the copy is removed" in out.stderr and copies(tmp_path) == []
 
 
+@pytest.mark.parametrize("script, fault", [("printf '# caf\\351\\n' >> \"$1\"",
+                                             "not a text file (invalid UTF-8 at offset"),
+                                            ('rm "$1"', "no such file")],
+                         ids=["invalid-UTF-8", "removed"])
+def test_an_edited_copy_that_does_not_read_says_nothing_was_saved(root, tmp_path, script,
+                                                                  fault):
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(TWO)
+    ed = tmp_path / "editor"
+    ed.write_text(f"#!/bin/sh\n{script}\n")
+    ed.chmod(0o755)
+    out = edit(root, cfg, node_file(tmp_path, root, TWO), str(ed), check=1)
+    copy = out.stderr.split(": ")[1]
+    assert out.stderr.startswith(f"kvmrt-edit-config: {tmp_path}/kvmrt-edit-")
+    assert out.stderr.startswith(f"kvmrt-edit-config: {copy}: {fault}")
+    assert f"; nothing saved, {cfg} is unchanged; " in out.stderr
+    kept = fault != "no such file"
+    assert out.stderr.endswith(f"your copy is kept at {copy}\n" if kept
+                               else f"the copy {copy} is gone\n")
+    assert copies(tmp_path) == ([Path(copy)] if kept else [])
+    assert out.stderr.count("\n") == 1 and cfg.read_text() == TWO
+
+
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A 16 KiB tmpfs, mounted for the test and unmounted after it."""

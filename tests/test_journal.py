@@ -24,6 +24,7 @@ from kvmrt.lockfile import LockBusy
 from kvmrt.status import leftovers
 from kvmrt.tuning import engine, watcher
 from kvmrt.tuning.journal import Journal, JournalError
+from test_boot_cli import host  # noqa: F401  (fixture)
 from test_tuning import changed, rt_vm, tree
 
 TESTS = str(Path(__file__).parent)
@@ -211,6 +212,27 @@ def test_a_dangling_symlink_journal_is_refused_and_not_followed(tr, tmp_path):
         with pytest.raises(JournalError, match="is a symbolic link; kvmrt does not follow"):
             run()
     assert not (tmp_path / "elsewhere").exists() and changed(before, tree(tr)) == []
+
+
+@pytest.mark.parametrize("name", ["lock", "watcher.pid"])
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_a_symlinked_lock_or_pid_file_is_refused_and_its_target_untouched(tr, tmp_path, name,
+                                                                          dangling):
+    """Root writes its PID into both: through a link it would truncate or
+    create any file of the system."""
+    fs, before = HostFS(tr), tree(tr)
+    journal = Journal.for_host(fs)
+    journal.dir.mkdir(parents=True)
+    target = tmp_path / "passwd"
+    if not dangling:
+        target.write_text("root:x:0:0\n")
+    (journal.dir / name).symlink_to(target)
+    write = {"lock": lambda: engine.tune(fs, rt_vm(tr)),
+             "watcher.pid": lambda: watcher._write_pid(journal)}[name]
+    with pytest.raises(JournalError, match=f"{name}: is a symbolic link; kvmrt does not follow"):
+        write()
+    assert (target.read_text() == "root:x:0:0\n") if not dangling else not target.exists()
+    assert changed(before, tree(tr)) == []
 
 
 def test_a_symlinked_or_foreign_state_directory_is_refused(tr, tmp_path, monkeypatch):
@@ -411,6 +433,20 @@ def test_boot_with_wait_0_names_the_holder_and_changes_nothing(make_host):
     assert changed(before, tree(root)) == []
 
 
+@pytest.mark.parametrize("tool", ["kvmrt-boot", "kvmrt-shutdown", "kvmrt-sync-config"])
+def test_wait_nan_is_refused_not_an_endless_silent_wait(make_host, tool):
+    from test_boot_cli import kvmrt
+    root = make_host(hostgen.threadripper_5975wx())
+    holder = child(HOLD_LOCK.replace("journal.forget_vm", "pass  #"), root)
+    try:
+        reads(holder, "locked\n")
+        proc = kvmrt(root, tool, "--wait", "nan", check=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "Invalid value for '--wait': nan is not a number of seconds" in proc.stderr
+
+
 def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
     from test_boot_cli import kvmrt
     root = make_host(hostgen.threadripper_5975wx())
@@ -419,6 +455,25 @@ def test_stat_refuses_a_fifo_journal_in_one_line_without_hanging(make_host):
     proc = kvmrt(root, "kvmrt-stat", check=1)
     assert proc.stderr == (f"kvmrt-stat: journal {root}/run/kvmrt/journal.jsonl: not a "
                            "regular file; kvmrt writes only regular files there: remove it\n")
+
+
+@pytest.mark.parametrize("fault", ["corrupt line", "immutable directory"])
+def test_shutdown_with_a_journal_it_cannot_use_stops_no_vm(host, immutable, fault):
+    """kvmrt-shutdown used to stop its VMs, then fail to read the journal:
+    the VMs were down and the host stayed tuned. It refuses first."""
+    from test_boot_cli import kvmrt
+    kvmrt(host, "kvmrt-boot")
+    journal = Journal.for_host(HostFS(host))
+    if fault == "corrupt line":
+        first, rest = journal.path.read_bytes().split(b"\n", 1)
+        journal.path.write_bytes(first + b"\n" + CORRUPT["missing key"][0] + b"\n" + rest)
+    else:
+        immutable(journal.dir)
+    before, text = tree(host), journal.path.read_bytes()
+    proc = kvmrt(host, "kvmrt-shutdown", "--timeout", "5", check=1)
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f"kvmrt-shutdown: journal {journal.path.parent}")
+    assert changed(before, tree(host)) == [] and journal.path.read_bytes() == text
 
 
 BOOT_SHUTDOWN_LOOP = """\
@@ -445,29 +500,43 @@ def _untear_fixture(root: Path, before: dict) -> int:
     return len(torn)
 
 
-def test_sigkill_harness_recovery_restores_exactly(tr):
-    """Kill harness (fixed seed, bounded in time): a process that tunes and
-    releases an rt VM in a loop is SIGKILLed at random moments; each time
-    the next command's recovery puts the host back byte for byte."""
+@dataclasses.dataclass
+class TuneKills:
+    """What the kills of :func:`kill_tuners` left, once recovered: hosts not
+    restored byte for byte, journals not removed, fixture files torn."""
+
+    kills: int = 0
+    inexact: int = 0
+    journals_kept: int = 0
+    torn: int = 0
+
+
+def kill_tuners(root: Path, seed: int, kills: int, seconds: float) -> TuneKills:
+    """Kill harness: a process that tunes and releases an rt VM in a loop
+    is SIGKILLed at random moments, ``kills`` times or for ``seconds``; each
+    time the next command's recovery must put the host back byte for byte."""
     import random
-    rng = random.Random(7)
-    fs, before = HostFS(tr), tree(tr)
-    kills = inexact = torn = 0
-    deadline = time.monotonic() + 45
-    while kills < 20 and time.monotonic() < deadline:
-        loop = child(BOOT_SHUTDOWN_LOOP, tr)
+    rng = random.Random(seed)
+    fs, before = HostFS(root), tree(root)
+    found, deadline = TuneKills(), time.monotonic() + seconds
+    while found.kills < kills and time.monotonic() < deadline:
+        loop = child(BOOT_SHUTDOWN_LOOP, root)
         reads(loop, "go\n")
         time.sleep(rng.uniform(0, 1.5))
         loop.kill()
         loop.wait()
-        kills += 1
-        torn += _untear_fixture(tr, before)
+        found.kills += 1
+        found.torn += _untear_fixture(root, before)
         engine.recover(fs, running=set())
-        inexact += bool(changed(before, tree(tr)))
-        assert not Journal.for_host(fs).path.exists()
-    print(f"kill harness: {kills} kills, {inexact} states not restored exactly, "
-          f"{torn} fixture files torn")
-    assert kills >= 5 and inexact == 0
+        found.inexact += bool(changed(before, tree(root)))
+        found.journals_kept += Journal.for_host(fs).path.exists()
+    return found
+
+
+def test_sigkill_harness_recovery_restores_exactly(tr):
+    """Fixed seed, bounded in time (bench/kill_harness.py runs it longer)."""
+    found = kill_tuners(tr, seed=7, kills=20, seconds=45)
+    assert found.kills >= 5 and (found.inexact, found.journals_kept) == (0, 0), found
 
 
 def test_a_journal_left_empty_by_a_kill_before_its_removal_is_removed(tr):

@@ -47,6 +47,7 @@ from kvmrt.libvirt_sync.domains import Domains
 from kvmrt.libvirt_sync.sync import NotDefined, SyncStatus, sync_to_libvirt
 from kvmrt.placement import Placement, place, place_all
 from kvmrt.tuning import engine, watcher
+from kvmrt.tuning.journal import Journal
 from kvmrt.tuning.model import Action, TunedVm, summarize
 from kvmrt.validate import require_valid
 
@@ -448,6 +449,7 @@ def shutdown(fs: HostFS, domains: Domains, config: Config,
     if dry_run:
         running, planned = plan_shutdown(fs, domains, selected)
         return ShutdownReport(would_stop=[vm.name for vm in running], planned=planned.actions)
+    Journal.for_host(fs).check()    # before a VM stops whose settings could not go back
     tell = _Logged(listener, log or HostLog())
     results, restored = shutdown_vms(fs, domains, selected, force=force, timeout=timeout,
                                      sequential=sequential, say=tell.step)

@@ -13,6 +13,7 @@ and the tuning code are imported where a command body uses them, so that
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shlex
 import sys
@@ -83,7 +84,9 @@ def complete_vms(ctx: click.Context, _param: click.Parameter,
 vms_argument = click.argument("vms", nargs=-1, metavar="[VM]...", shell_complete=complete_vms)
 
 
-def _set_wait(ctx: click.Context, _param: click.Parameter, seconds: float) -> float:
+def _set_wait(ctx: click.Context, param: click.Parameter, seconds: float) -> float:
+    if math.isnan(seconds):     # FloatRange lets it through; it would wait forever
+        raise click.BadParameter(f"{seconds} is not a number of seconds", ctx, param)
     lockfile.set_wait(seconds, notify=lambda line: click.echo(
         f"{ctx.command_path}: {line}", err=True))
     return seconds

@@ -159,7 +159,11 @@ def _edit_until_valid(editor: list[str], copy: str, original: str, before: Confi
     target = before.path
     while True:
         _run_editor(editor, copy, original)
-        text = inifile.read_config(copy)
+        try:
+            text = inifile.read_config(copy)
+        except KvmrtError as exc:
+            common.fail(f"{exc}; nothing saved, {target} is unchanged; "
+                        f"{_copy_fate(copy, original)}")
         if text == original:
             return None, original
         after = parse_config(text, target)

@@ -133,6 +133,16 @@ class Journal:
         finally:
             os.close(fd)
 
+    def check(self) -> None:
+        """Raise JournalError now if a command could not read the journal
+        or record its changes later (a corrupt line, a FIFO, an immutable
+        state directory): for a command that changes something else first,
+        as kvmrt-shutdown stops its VMs before it restores the host. Takes
+        no lock and creates nothing."""
+        self.load()
+        if os.path.lexists(self.dir):
+            self._require_changeable()
+
     def load(self) -> JournalState:
         data = self.read_file(JOURNAL)
         if data is None:
