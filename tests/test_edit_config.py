@@ -248,3 +248,25 @@ def test_a_save_on_a_full_disk_says_where_the_edit_is(root, tmp_path, tiny_fs):
     assert out.stderr.endswith(f"; {cfg} is unchanged and your edited copy is kept at {copy}\n")
     assert cfg.read_text() == TWO and copy.read_text().count(filler) == 5
     assert [p.name for p in tiny_fs.iterdir() if p.name != ".kvmrt.cfg.lock"] == ["kvmrt.cfg"]
+
+
+def test_ctrl_c_in_the_editor_belongs_to_the_editor(root, tmp_path):
+    """vi cancels a command with Ctrl-C: the terminal sends SIGINT to the
+    whole foreground group, kvmrt-edit-config included. It must not kill the
+    editor (and the edit) but wait for it, as git does."""
+    cfg = tmp_path / "kvmrt.cfg"
+    cfg.write_text(TWO)
+    uri = node_file(tmp_path, root, TWO)
+    ed = tmp_path / "ctrl-c"
+    ed.write_text("#!/bin/sh\ntrap '' INT QUIT\nkill -INT 0\nkill -QUIT 0\nsleep 0.5\n"
+                  "sed -i 's/^nr_vcpus = 1$/nr_vcpus = 2/' \"$1\"\n")
+    ed.chmod(0o755)
+    env = {**os.environ, "KVMRT_FSROOT": str(root), "LIBVIRT_DEFAULT_URI": uri,
+           "EDITOR": str(ed), "TMPDIR": str(tmp_path)}
+    env.pop("VISUAL", None)
+    # its own session, as a terminal's foreground job: kill 0 reaches only it
+    proc = subprocess.run([str(BIN / "kvmrt-edit-config"), "-f", str(cfg)], env=env,
+                          capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "nr_vcpus = 2" in cfg.read_text()
+    assert "vm-a: updated" in proc.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import tempfile
 from typing import TYPE_CHECKING
@@ -140,13 +141,23 @@ def _copy_fate(copy: str, original: str) -> str:
 
 
 def _run_editor(editor: list[str], copy: str, original: str) -> None:
+    """Run the editor on the copy. Ctrl-C and Ctrl-\\ belong to the editor
+    while it runs (vi uses Ctrl-C to cancel a command), so this process
+    ignores them meanwhile, as git does around its editor."""
     try:
-        done = subprocess.run([*editor, copy])
+        child = subprocess.Popen([*editor, copy])
     except OSError as exc:
         common.fail(f"cannot run editor {shlex.join(editor)!r}: {exc.strerror}; nothing "
                     f"saved; {_copy_fate(copy, original)}")
-    if done.returncode != 0:
-        common.fail(f"editor {shlex.join(editor)!r} exited with status {done.returncode}; "
+    keys = (signal.SIGINT, signal.SIGQUIT)
+    before = [signal.signal(key, signal.SIG_IGN) for key in keys]
+    try:
+        status = child.wait()
+    finally:
+        for key, handler in zip(keys, before):
+            signal.signal(key, handler)
+    if status != 0:
+        common.fail(f"editor {shlex.join(editor)!r} exited with status {status}; "
                     f"nothing saved; {_copy_fate(copy, original)}")
 
 
