@@ -63,7 +63,7 @@ def state(monkeypatch):
 
 def start_daemon(cfg: Path, tmp_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "kvmrt.guestsvc.daemon", "-f", str(cfg), "--no-trace",
+        [sys.executable, "-m", "kvmrt.guestsvc.gsd", "-f", str(cfg), "--no-trace",
          "--syslog-socket", str(tmp_path / "log.sock")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -234,8 +234,3 @@ def run(args: argparse.Namespace) -> int:
             services.close()
     return 0
 
-
-if __name__ == "__main__":
-    from kvmrt.guestsvc.gsd import main
-
-    sys.exit(main())
