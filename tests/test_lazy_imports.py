@@ -82,4 +82,5 @@ def test_gsd_answers_without_the_daemon_modules(argv, code):
     found = json.loads(proc.stderr.splitlines()[-1])
     assert (found["code"] or 0) == code
     assert found["heavy"] == []
-    assert "kvmrt-gsd" in proc.stdout + proc.stderr
+    # help and version on stdout, an error on stderr (as argparse's own actions)
+    assert "kvmrt-gsd" in (proc.stdout if code == 0 else proc.stderr)

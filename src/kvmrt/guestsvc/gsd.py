@@ -23,7 +23,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
         import importlib.metadata
 
-        parser.exit(message=f"kvmrt-gsd {importlib.metadata.version('kvmrt')}\n")
+        print(f"kvmrt-gsd {importlib.metadata.version('kvmrt')}")   # stdout, as argparse's
+        parser.exit()
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
