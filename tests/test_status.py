@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import hostgen
+from conftest import stop_watchers
 from kvmrt.config.file import load_config, parse_config
 from kvmrt.host import HostFS, qemu, read_host
 from kvmrt.host.tasks import read_tasks
@@ -106,6 +109,49 @@ def test_an_ordinary_user_gets_the_same_answer(booted):
     as_user = stat(booted, "-t")
     assert as_user == as_root
     assert as_user["tuning"] == "ok" and "vCPU 0" in {t["role"] for t in as_user["threads"]}
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user may enter (pytest's own are root's alone)."""
+    top = Path(tempfile.mkdtemp(prefix="kvmrt-stat-"))
+    top.chmod(0o755)
+    yield top
+    stop_watchers(top)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_user_nobody_runs_kvmrt_stat_while_the_vm_runs(open_dir):
+    """As user nobody (setpriv), libvirt's status file root's alone (0600)
+    and the rest of the host readable as on a real one: the same answer as
+    root's, through the public API and /proc."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another user")
+    closed = [p for p in ROOT.parents if not p.stat().st_mode & 0o001]
+    if closed:
+        pytest.skip(f"other users cannot enter {closed[0]}, which holds this checkout")
+    root = hostgen.build_host(open_dir / "host", hostgen.threadripper_5975wx())
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    pin_like_libvirt(root)
+    as_root = stat(root, "-t")
+    for path in [open_dir, *open_dir.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+    (root / f"run/libvirt/qemu/{DOM.name}.xml").chmod(0o600)
+    home = open_dir / "home"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    env = {"KVMRT_FSROOT": str(root), "LIBVIRT_DEFAULT_URI": NODE, "HOME": str(home),
+           "PATH": os.environ["PATH"]}
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         str(BIN / "kvmrt-stat"), "-f", str(EXAMPLE), "--json", "-t", "RedHawk-8.4-RT"],
+        env=env, capture_output=True, text=True, timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    as_nobody = json.loads(proc.stdout)[0]
+    assert as_nobody == as_root
+    assert as_nobody["state"] == "running" and as_nobody["tuning"] == "ok"
+    assert "vCPU 0" in {t["role"] for t in as_nobody["threads"]}
 
 
 @pytest.fixture
