@@ -6,7 +6,7 @@ fixture host with libvirt's test driver (as tests/test_boot_cli.py):
   threads nor a disturbance; a threaded IRQ handler follows its IRQ;
 - an ordinary user, who cannot read libvirt's status file, gets the same
   answer as root;
-- a paused VM runs, for stat, shutdown and its --dry-run alike;
+- a paused VM runs, for stat, boot, shutdown and their --dry-run alike;
 - what runs is compared with the config, and stat says what applies it.
 """
 
@@ -165,9 +165,13 @@ def paused_node(tmp_path) -> str:
     return f"test://{node}"
 
 
-def test_a_paused_vm_runs_for_stat_and_shutdown_alike(booted, paused_node):
+def test_a_paused_vm_runs_for_stat_boot_and_shutdown_alike(booted, paused_node):
     s = stat(booted, node=paused_node)
     assert (s["state"], s["tuning"]) == ("paused", "ok"), s
+    out = kvmrt(booted, "kvmrt-boot", "--dry-run", "RedHawk-8.4-RT", uri=paused_node).stdout
+    assert "RedHawk-8.4-RT: would be retuned" in out
+    out = kvmrt(booted, "kvmrt-boot", "RedHawk-8.4-RT", uri=paused_node).stdout
+    assert "RedHawk-8.4-RT: retuned" in out
     out = kvmrt(booted, "kvmrt-shutdown", "--dry-run", uri=paused_node).stdout
     assert "would shut down: RedHawk-8.4-RT" in out and "CPU 40: offline -> online" in out
     out = kvmrt(booted, "kvmrt-shutdown", "-v", "--timeout", "5", uri=paused_node).stdout
