@@ -99,6 +99,23 @@ def test_a_threaded_irq_handler_is_judged_by_its_irq(make_host):
     assert s["tuning"] == "ok", s["problems"]
 
 
+def test_the_vms_own_vhost_kernel_thread_is_neither_moved_nor_foreign(make_host):
+    """Before Linux 6.4 (RHEL 8 and 9, RedHawk 8) a vhost worker is a kernel
+    thread ``vhost-PID`` of its own, which libvirt puts in the VM's emulator
+    cgroup: on its emulator CPU, a shielded one. A retune leaves it there
+    and stat does not count it."""
+    spec = hostgen.threadripper_5975wx()
+    vhost = hostgen.TaskSpec(320, f"vhost-{DOM.pid}", kernel=True)
+    root = make_host(dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + (vhost,)))
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    pin_like_libvirt(root)
+    hostgen.kernel_sets_affinity(root, 320, None, {23})   # the VM's emulator cgroup
+    assert stat(root)["tuning"] == "ok"
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    assert hostgen.thread_affinity(root, 320) == {23}
+    assert stat(root)["tuning"] == "ok"
+
+
 def test_an_ordinary_user_gets_the_same_answer(booted):
     """libvirt's status file is root's (0600); without it stat finds QEMU by
     its -uuid argument and the vCPUs by their names, in that process only."""
