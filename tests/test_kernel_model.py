@@ -40,10 +40,12 @@ RCUB, IRQ_THREAD, APP = 16, 300, 6000
 SYSTEMD, SSHD = hostgen.SYSTEMD, hostgen.SSHD
 
 
-def simlike() -> hostgen.HostSpec:
+def simlike(cgroup_v1: bool = False) -> hostgen.HostSpec:
     """Like the simulated host: 4 cores x 2 threads, nodes 0 (CPUs 0,1,4,5)
     and 1 (2,3,6,7); rcub/0 on every CPU, eth0's IRQ 24 delivered to CPU 2
-    with its threaded handler there, and an application pinned to CPU 6."""
+    with its threaded handler there, and an application pinned to CPU 6.
+    ``cgroup_v1``: with a v1 cpuset tree (``machine``), whose cpusets lose
+    a CPU when it goes offline."""
     spec = hostgen.HostSpec("simlike_1s4c2t", cores_per_die=4, threads_per_core=2,
                             numa_nodes=2, proc=True)
     extra = (hostgen.TaskSpec(RCUB, "rcub/0", kernel=True),
@@ -54,7 +56,8 @@ def simlike() -> hostgen.HostSpec:
             hostgen.IrqSpec(2, "cascade", hwirq=2), hostgen.IrqSpec(9, "acpi", hwirq=9),
             hostgen.IrqSpec(24, "eth0", chip="IR-PCI-MSIX-0000:01:00.0",
                             effective=frozenset({2})))
-    return dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + extra, irqs=irqs)
+    spec = dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + extra, irqs=irqs)
+    return dataclasses.replace(spec, cpusets=hostgen.libvirt_cpusets(spec)) if cgroup_v1 else spec
 
 
 @pytest.fixture
@@ -193,9 +196,14 @@ def killed_after(root: Path, vm, actions, done: int, *, restore: bool) -> None:
             hostgen.kthread_reset_on_hotplug(root, RCUB, range(8))
 
 
-@pytest.mark.parametrize("done", [0, 1, 2, 5, 9, 14, 20, 1000])
-def test_sigkill_at_any_point_of_boot_then_recovery_restores_exactly(make_host, done):
-    host = make_host(simlike())
+KILL_POINTS = [(done, False) for done in (0, 1, 2, 5, 9, 14, 20, 1000)] + [
+    (done, True) for done in (1, 2, 20)]
+
+
+@pytest.mark.parametrize("done, cgroup_v1", KILL_POINTS)
+def test_sigkill_at_any_point_of_boot_then_recovery_restores_exactly(make_host, done,
+                                                                     cgroup_v1):
+    host = make_host(simlike(cgroup_v1))
     fs, before = HostFS(host), tree(host)
     vm = rt_vm(host, RT)
     actions = engine.tune(fs, vm, dry_run=True).actions
@@ -206,9 +214,10 @@ def test_sigkill_at_any_point_of_boot_then_recovery_restores_exactly(make_host, 
     assert not Journal.for_host(fs).path.exists()
 
 
-@pytest.mark.parametrize("done", [0, 1, 2, 5, 9, 14, 1000])
-def test_sigkill_at_any_point_of_shutdown_then_recovery_restores_exactly(make_host, done):
-    host = make_host(simlike())
+@pytest.mark.parametrize("done, cgroup_v1", [(d, v1) for d, v1 in KILL_POINTS if d != 20])
+def test_sigkill_at_any_point_of_shutdown_then_recovery_restores_exactly(make_host, done,
+                                                                         cgroup_v1):
+    host = make_host(simlike(cgroup_v1))
     fs, before = HostFS(host), tree(host)
     vm = boot(host)
     hostgen.sched_setaffinity(host, SYSTEMD, range(8))

@@ -6,7 +6,7 @@ fixture host with libvirt's test driver (as tests/test_boot_cli.py):
   threads nor a disturbance; a threaded IRQ handler follows its IRQ;
 - an ordinary user, who cannot read libvirt's status file, gets the same
   answer as root;
-- a paused VM runs, for stat, shutdown and its --dry-run alike;
+- a paused VM runs, for stat, boot, shutdown and their --dry-run alike;
 - what runs is compared with the config, and stat says what applies it.
 """
 
@@ -15,12 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import hostgen
+from conftest import stop_watchers
 from kvmrt.config.file import load_config, parse_config
 from kvmrt.host import HostFS, qemu, read_host
 from kvmrt.host.tasks import read_tasks
@@ -96,6 +99,23 @@ def test_a_threaded_irq_handler_is_judged_by_its_irq(make_host):
     assert s["tuning"] == "ok", s["problems"]
 
 
+def test_the_vms_own_vhost_kernel_thread_is_neither_moved_nor_foreign(make_host):
+    """Before Linux 6.4 (RHEL 8 and 9, RedHawk 8) a vhost worker is a kernel
+    thread ``vhost-PID`` of its own, which libvirt puts in the VM's emulator
+    cgroup: on its emulator CPU, a shielded one. A retune leaves it there
+    and stat does not count it."""
+    spec = hostgen.threadripper_5975wx()
+    vhost = hostgen.TaskSpec(320, f"vhost-{DOM.pid}", kernel=True)
+    root = make_host(dataclasses.replace(spec, tasks=hostgen.standard_tasks(spec) + (vhost,)))
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    pin_like_libvirt(root)
+    hostgen.kernel_sets_affinity(root, 320, None, {23})   # the VM's emulator cgroup
+    assert stat(root)["tuning"] == "ok"
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    assert hostgen.thread_affinity(root, 320) == {23}
+    assert stat(root)["tuning"] == "ok"
+
+
 def test_an_ordinary_user_gets_the_same_answer(booted):
     """libvirt's status file is root's (0600); without it stat finds QEMU by
     its -uuid argument and the vCPUs by their names, in that process only."""
@@ -109,6 +129,58 @@ def test_an_ordinary_user_gets_the_same_answer(booted):
 
 
 @pytest.fixture
+def open_dir():
+    """A directory every user may enter (pytest's own are root's alone)."""
+    top = Path(tempfile.mkdtemp(prefix="kvmrt-stat-"))
+    top.chmod(0o755)
+    yield top
+    stop_watchers(top)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_user_nobody_runs_kvmrt_stat_while_the_vm_runs(open_dir):
+    """As user nobody (setpriv), libvirt's status file root's alone (0600)
+    and the rest of the host readable as on a real one: the same answer as
+    root's, through the public API and /proc."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another user")
+    closed = [p for p in ROOT.parents if not p.stat().st_mode & 0o001]
+    if closed:
+        pytest.skip(f"other users cannot enter {closed[0]}, which holds this checkout")
+    root = hostgen.build_host(open_dir / "host", hostgen.threadripper_5975wx())
+    kvmrt(root, "kvmrt-boot", "RedHawk-8.4-RT")
+    pin_like_libvirt(root)
+    as_root = stat(root, "-t")
+    for path in [open_dir, *open_dir.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+    (root / f"run/libvirt/qemu/{DOM.name}.xml").chmod(0o600)
+    home = open_dir / "home"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    env = {"KVMRT_FSROOT": str(root), "LIBVIRT_DEFAULT_URI": NODE, "HOME": str(home),
+           "PATH": os.environ["PATH"]}
+
+    def as_nobody(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             str(BIN / "kvmrt-stat"), "-f", str(EXAMPLE), *args],
+            env=env, capture_output=True, text=True, timeout=120, cwd="/")
+
+    proc = as_nobody("--json", "-t", "RedHawk-8.4-RT")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)[0]
+    assert found == as_root
+    assert found["state"] == "running" and found["tuning"] == "ok"
+    assert "vCPU 0" in {t["role"] for t in found["threads"]}
+    # Monitoring runs as an ordinary user too (the vfio IRQ watcher's VM
+    # is found the same way).
+    proc = as_nobody("--check")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.startswith("OK: ")
+
+
+@pytest.fixture
 def paused_node(tmp_path) -> str:
     """The test driver's node file with RedHawk-8.4-RT paused."""
     text = (ROOT / "tests/data/node.xml").read_text()
@@ -119,9 +191,13 @@ def paused_node(tmp_path) -> str:
     return f"test://{node}"
 
 
-def test_a_paused_vm_runs_for_stat_and_shutdown_alike(booted, paused_node):
+def test_a_paused_vm_runs_for_stat_boot_and_shutdown_alike(booted, paused_node):
     s = stat(booted, node=paused_node)
     assert (s["state"], s["tuning"]) == ("paused", "ok"), s
+    out = kvmrt(booted, "kvmrt-boot", "--dry-run", "RedHawk-8.4-RT", uri=paused_node).stdout
+    assert "RedHawk-8.4-RT: would be retuned" in out
+    out = kvmrt(booted, "kvmrt-boot", "RedHawk-8.4-RT", uri=paused_node).stdout
+    assert "RedHawk-8.4-RT: retuned" in out
     out = kvmrt(booted, "kvmrt-shutdown", "--dry-run", uri=paused_node).stdout
     assert "would shut down: RedHawk-8.4-RT" in out and "CPU 40: offline -> online" in out
     out = kvmrt(booted, "kvmrt-shutdown", "-v", "--timeout", "5", uri=paused_node).stdout

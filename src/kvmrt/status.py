@@ -15,7 +15,8 @@ what the config says now. Each class of thread has its rule:
 - QEMU's vCPU threads (libvirt's vCPU ids) on their pinned CPU, its other
   threads (emulator, iothreads) on the emulator CPUs;
 - the kernel's threads inside QEMU (vhost workers, ``kvm-nx-lpage-re``)
-  are the kernel's: no rule, never a disturbance;
+  are the kernel's: no rule, never a disturbance; so are the VM's vhost
+  worker kernel threads (``vhost-PID`` before Linux 6.4);
 - a threaded IRQ handler (``irq/N-name``) follows its IRQ, which is judged
   instead;
 - every other movable thread is foreign on a shielded CPU. Threads the
@@ -169,11 +170,13 @@ def _ids(cpus: frozenset[int]) -> str:
 
 
 def _foreign_threads(snap: Snapshot, pid: int, shielded: frozenset[int]) -> list[str]:
-    """Movable threads on shielded CPUs, but a threaded IRQ handler: it
-    follows its IRQ (the kernel moves it), and the IRQ is checked."""
+    """Movable threads on shielded CPUs, but a threaded IRQ handler (it
+    follows its IRQ, the kernel moves it, and the IRQ is checked) and the
+    VM's own vhost workers (kernel threads before Linux 6.4, in its
+    emulator cgroup)."""
     foreign = [t for t in snap.tasks
                if t.pid != pid and not t.pinned and t.irq_thread is None
-               and t.affinity & shielded]
+               and t.vhost_of != pid and t.affinity & shielded]
     if not foreign:
         return []
     names = ", ".join(f"{t.comm}[{t.tid}]" for t in foreign[:5])

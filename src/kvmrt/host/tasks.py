@@ -17,7 +17,9 @@ and the thread's CPU affinity through the HostFS's kernel adapter
   workers (``vhost-PID``) and, since Linux 6.13, KVM's NX huge page
   recovery (``kvm-nx-lpage-re``) are PF_USER_WORKER threads of QEMU,
   io_uring workers (``iou-wrk-TID``) PF_IO_WORKER ones. They are the
-  kernel's (``worker``), not the program's.
+  kernel's (``worker``), not the program's. Before Linux 6.4 a vhost worker
+  is a kernel thread of its own, ``vhost-PID`` after the QEMU that owns it,
+  which libvirt puts in that VM's emulator cgroup (``vhost_of``).
 - A threaded IRQ handler ``irq/N-name`` (every handler on PREEMPT_RT) is a
   kernel thread that follows its IRQ's effective CPU (``irq_thread``).
 - Threads exit at any time: a directory or file vanishes (ENOENT) or a read
@@ -51,6 +53,7 @@ STAT_PROCESSOR = 39
 
 _GONE = (FileNotFoundError, ProcessLookupError)
 _IRQ_THREAD = re.compile(r"irq/(\d+)-")
+_VHOST = re.compile(r"vhost-(\d+)\Z")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class Task:
     def irq_thread(self) -> int | None:
         """The IRQ a threaded IRQ handler (``irq/N-name``) serves, else None."""
         m = _IRQ_THREAD.match(self.comm) if self.kernel else None
+        return int(m.group(1)) if m else None
+
+    @property
+    def vhost_of(self) -> int | None:
+        """The PID of the QEMU a vhost worker kernel thread (``vhost-PID``,
+        before Linux 6.4) serves, else None."""
+        m = _VHOST.match(self.comm) if self.kernel else None
         return int(m.group(1)) if m else None
 
 

@@ -153,7 +153,8 @@ class TaskAffinity(Setting):
     @classmethod
     def present(cls, s: Snapshot) -> Iterator[tuple[Setting, Value]]:
         return ((cls(t), t.affinity) for t in s.tasks
-                if t.pid not in s.protected_pids and not t.pinned)
+                if t.pid not in s.protected_pids and t.vhost_of not in s.protected_pids
+                and not t.pinned)
 
     def target(self, base: Value, w: Wanted) -> Value:
         left = without(base, w.shielded)

@@ -43,9 +43,11 @@ UNIT = "kvmrt-vfio-watch.service"
 
 def assignments(fs: HostFS, state: JournalState) -> dict[PciAddress, int]:
     """Device -> IRQ CPU for every tuned VM with passthrough devices that
-    still runs (libvirt's status file names a live QEMU)."""
+    still runs (libvirt's status file names a live QEMU; for an ordinary
+    user, who may not read it, the QEMU started with its ``-uuid``)."""
     return {PciAddress.parse(a): vm.irq_cpu for vm in state.vms.values()
-            if vm.irq_cpu is not None and qemu.read_qemu_status(fs, vm.name) is not None
+            if vm.irq_cpu is not None
+            and qemu.read_qemu_status(fs, vm.name, vm.uuid) is not None
             for a in vm.pcidevs}
 
 
