@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -458,3 +460,30 @@ def test_an_unchanged_domain_is_written_back_as_libvirtd_wrote_it(libvirtd, tmp_
     assert '<a:b xmlns:a="urn:a" c="it\'s">' in desc
     assert parse_domain(desc).serialize() == desc
     assert etree.tostring(etree.fromstring(desc.encode()), encoding="unicode") != desc
+
+
+def test_an_ordinary_user_is_told_why_libvirtd_refuses_them(libvirtd):
+    """Without a D-Bus system bus (a container, a rescue shell) libvirtd
+    cannot ask polkit about a user who is not root, and says only "Unable to
+    get system bus connection: ... No such file or directory". The hint must
+    not send the user to start a libvirtd that runs."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to run as another user")
+    top = Path(tempfile.mkdtemp(prefix="kvmrt-user-"))   # tmp_path: only root may enter
+    try:
+        top.chmod(0o755)
+        cfg = top / "kvmrt.cfg"
+        cfg.write_text("")
+        cfg.chmod(0o644)
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               str(BIN / "kvmrt-stat"), "-f", str(cfg), "-c", URI],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(top)
+    if "system bus" not in proc.stderr:
+        pytest.skip(f"libvirtd lets user nobody in here or fails otherwise: {proc.stderr!r}")
+    assert proc.returncode == 1
+    assert "is libvirtd running?" not in proc.stderr
+    assert proc.stderr.rstrip().endswith(
+        "(libvirtd cannot ask polkit (no D-Bus system bus) whether this user may connect: "
+        "run as root, or start D-Bus and polkit)")

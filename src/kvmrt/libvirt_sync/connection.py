@@ -60,6 +60,9 @@ def connect(uri: str | None = None, *, read_only: bool = False) -> libvirt.virCo
 
 def _hint(exc: libvirt.libvirtError) -> str:
     message = str(exc).lower()
+    if "system bus" in message:   # libvirtd asks polkit over D-Bus whether a user may connect
+        return ("libvirtd cannot ask polkit (no D-Bus system bus) whether this user may "
+                "connect: run as root, or start D-Bus and polkit")
     if "no such file" in message or "connection refused" in message:
         return "is libvirtd running? start it with 'systemctl start libvirtd' or 'libvirtd -d'"
     if "permission denied" in message or "authentication" in message:
