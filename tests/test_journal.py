@@ -476,6 +476,31 @@ def test_shutdown_with_a_journal_it_cannot_use_stops_no_vm(host, immutable, faul
     assert changed(before, tree(host)) == [] and journal.path.read_bytes() == text
 
 
+def test_shutdown_waits_for_the_journal_lock_before_it_stops_a_vm(host):
+    """Another command holding the journal lock past --wait used to be met
+    after the VMs had stopped: down, with the host still tuned. It is met
+    before: the holder is named and no VM stops."""
+    from test_boot_cli import kvmrt
+    kvmrt(host, "kvmrt-boot")
+    journal = Journal.for_host(HostFS(host))
+    before, text = tree(host), journal.path.read_bytes()
+    holder = child(HOLD_LOCK.replace("journal.forget_vm", "pass  #"), host)
+    try:
+        reads(holder, "locked\n")
+        proc = kvmrt(host, "kvmrt-shutdown", "--wait", "0.3", "--timeout", "5", check=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.stdout == "", proc.stdout
+    waiting, refused = proc.stderr.splitlines()
+    assert waiting.startswith(f"kvmrt-shutdown: waiting up to 0.3 s for {journal.dir / 'lock'}")
+    assert refused.startswith(f"kvmrt-shutdown: {journal.dir / 'lock'}: locked by pid "
+                              f"{holder.pid}") and "gave up after 0.3 s" in refused
+    assert changed(before, tree(host)) == [] and journal.path.read_bytes() == text
+    kvmrt(host, "kvmrt-shutdown", "--timeout", "5")      # free again: it stops and restores
+    assert not journal.path.exists() or Journal.for_host(HostFS(host)).load().empty
+
+
 BOOT_SHUTDOWN_LOOP = """\
     from test_tuning import rt_vm
     from kvmrt.host import HostFS

@@ -136,12 +136,16 @@ class Journal:
     def check(self) -> None:
         """Raise JournalError now if a command could not read the journal
         or record its changes later (a corrupt line, a FIFO, an immutable
-        state directory): for a command that changes something else first,
-        as kvmrt-shutdown stops its VMs before it restores the host. Takes
-        no lock and creates nothing."""
+        state directory), and LockBusy if another command holds the lock
+        past the ``--wait`` (the lock is taken and let go): for a command
+        that changes something else first, as kvmrt-shutdown stops its VMs
+        before it restores the host. Creates nothing."""
         self.load()
         if os.path.lexists(self.dir):
             self._require_changeable()
+            if os.path.lexists(self.dir / LOCK):
+                with self.locked():
+                    pass
 
     def load(self) -> JournalState:
         data = self.read_file(JOURNAL)
