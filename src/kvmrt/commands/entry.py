@@ -54,7 +54,10 @@ def terminal_columns() -> int:
     return columns
 
 
-def _no_such_option(spec: dict, name: str, suggest: bool) -> tuple[int, str, str]:
+def _no_such_option(spec: dict, usage: str, name: str,
+                    suggest: bool) -> tuple[int, str, str]:
+    """click's usage error for an unknown option (with "Did you mean" for a
+    long one, from the tool's long options)."""
     message = f"No such option {name!r}."
     if suggest:
         from difflib import get_close_matches
@@ -64,7 +67,7 @@ def _no_such_option(spec: dict, name: str, suggest: bool) -> tuple[int, str, str
             message += f" Did you mean {close[0]!r}?"
         elif close:
             message += f" (Did you mean one of: {', '.join(repr(c) for c in close)}?)"
-    return 2, "", f"{spec['usage']}\nTry '{spec['prog']} --help' for help.\n\nError: {message}\n"
+    return 2, "", f"{usage}\nTry '{spec['prog']} --help' for help.\n\nError: {message}\n"
 
 
 def scan(spec: dict, argv: list[str]) -> str | None:
@@ -131,7 +134,7 @@ def answer(tool: str, argv: list[str], columns: int | None = None) -> tuple[int,
     if found == "help":
         return 0, help_text + "\n", ""
     kind, name = found.split(":", 1)
-    return _no_such_option({**spec, "usage": usage}, name, kind == "unknown+")
+    return _no_such_option(spec, usage, name, kind == "unknown+")
 
 
 def run(tool: str, args: list[str] | None = None, prog_name: str | None = None,
